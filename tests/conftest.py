@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny image sets and a packed-data folder as the data stages write it."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def blob_image(rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """A few coloured blobs on a flat background: an easy RGB test image."""
+    img = np.full((size, size, 3), rng.integers(0, 256, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for _ in range(3):
+        cy, cx, r = rng.integers(0, size, 2).tolist() + [int(rng.integers(3, size // 3))]
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 256, 3)
+    return img
+
+
+def png_bytes(img: np.ndarray | Image.Image, **save_kw) -> bytes:
+    pil = img if isinstance(img, Image.Image) else Image.fromarray(img)
+    buf = io.BytesIO()
+    pil.save(buf, format=save_kw.pop("format", "PNG"), **save_kw)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """12 valid PNGs in nested folders."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "faces"
+    for i in range(12):
+        sub = root / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"{i:03d}.png").write_bytes(png_bytes(blob_image(rng, 40)))
+    return root
+
+
+def write_pair_data(root: Path, n_train: int = 24, n_test: int = 8, size: int = 32) -> Path:
+    """data/sampled + data/roughs as the data stages write them (demo faces, real recipe)."""
+    from spade.demo import render_face
+    from spade.roughen import Recipe, roughen_image
+
+    recipe = Recipe(median_before=3, spatial_radius=8, color_radius=40, max_level=1, median_after=3)
+    for split, n, offset in (("train", n_train, 0), ("test", n_test, 1000)):
+        images = np.stack([render_face(0, offset + i, size) for i in range(n)])
+        roughs = np.stack([roughen_image(im, recipe) for im in images])
+        for folder, arr in (("sampled", images), ("roughs", roughs)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            np.save(root / folder / f"{split}.npy", arr)
+    return root
+
+
+@pytest.fixture(scope="session")
+def pair_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pair_data(tmp_path_factory.mktemp("pairs") / "data")
+
+
+def copy_repo(dest: Path) -> Path:
+    """A temp copy of the repository's tracked and new files (no data, cache or venv)."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for rel in files:
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest

@@ -1,0 +1,108 @@
+"""The procedural demo faces: determinism, shapes, variety and the byte-stable zip."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from spade.demo import render_face, write_demo_zip
+
+
+def _count_clusters(colors: list[np.ndarray], tol: float) -> int:
+    """Greedy count of colours that differ from every earlier representative by more than tol."""
+    reps: list[np.ndarray] = []
+    for c in colors:
+        if all(np.abs(c - r).max() > tol for r in reps):
+            reps.append(c)
+    return len(reps)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _decode(data: bytes) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def test_render_is_deterministic() -> None:
+    np.testing.assert_array_equal(render_face(7, 3, 64), render_face(7, 3, 64))
+
+
+def test_index_and_seed_change_the_face() -> None:
+    base = render_face(7, 3, 64).astype(int)
+    for other in (render_face(7, 4, 64), render_face(8, 3, 64)):
+        assert np.abs(base - other).mean() > 5
+
+
+@pytest.mark.parametrize("size", [32, 33, 64, 100, 128, 256, 512])
+def test_shape_and_dtype(size: int) -> None:
+    img = render_face(0, 0, size)
+    assert img.shape == (size, size, 3)
+    assert img.dtype == np.uint8
+    assert img.flags.c_contiguous
+
+
+@pytest.mark.parametrize("size", [31, 513, 0])
+def test_rejects_sizes_out_of_range(size: int) -> None:
+    with pytest.raises(ValueError, match="size"):
+        render_face(0, 0, size)
+
+
+def test_faces_vary() -> None:
+    """40 faces: many hair colours, many backgrounds, and no two images nearly alike."""
+    faces = [render_face(1, i, 64).astype(float) for i in range(40)]
+    # The top-centre of the head is hair in every pose the jitter allows.
+    hair = [np.median(f[15:19, 29:35].reshape(-1, 3), axis=0) for f in faces]
+    corner = [f[:2, :2].reshape(-1, 3).mean(axis=0) for f in faces]
+    assert _count_clusters(hair, tol=40) >= 8
+    assert _count_clusters(corner, tol=20) >= 15
+    closest = min(np.abs(a - b).mean() for i, a in enumerate(faces) for b in faces[i + 1 :])
+    assert closest > 8
+
+
+def test_face_is_the_same_at_every_size() -> None:
+    """The random draws do not depend on size: shrinking a big face gives the small one."""
+    big = cv2.resize(render_face(2, 5, 256), (64, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(big.astype(int) - render_face(2, 5, 64)).mean() < 6
+
+
+def test_zip_is_byte_stable_and_round_trips(tmp_path: Path) -> None:
+    a, b = tmp_path / "a" / "faces.zip", tmp_path / "b.zip"
+    write_demo_zip(a, count=5, size=32, seed=3)
+    write_demo_zip(b, count=5, size=32, seed=3)
+    assert _sha256(a) == _sha256(b)
+    assert sorted(p.name for p in a.parent.iterdir()) == ["faces.zip"]  # no temp file left
+
+    with zipfile.ZipFile(a) as zf:
+        infos = zf.infolist()
+        assert [i.filename for i in infos] == [f"{i:06d}.png" for i in range(5)]
+        for i, info in enumerate(infos):
+            assert info.compress_type == zipfile.ZIP_STORED
+            assert info.date_time == (1980, 1, 1, 0, 0, 0)
+            np.testing.assert_array_equal(_decode(zf.read(info)), render_face(3, i, 32))
+
+
+def test_zip_overwrites_atomically_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "faces.zip"
+    path.write_bytes(b"stale")
+    write_demo_zip(path, count=2, size=32, seed=0)
+    first = _sha256(path)
+    write_demo_zip(path, count=2, size=32, seed=0)
+    assert _sha256(path) == first
+    assert zipfile.is_zipfile(path)
+
+
+def test_zip_entries_do_not_depend_on_count(tmp_path: Path) -> None:
+    small, large = tmp_path / "5.zip", tmp_path / "10.zip"
+    write_demo_zip(small, count=5, size=32, seed=4)
+    write_demo_zip(large, count=10, size=32, seed=4)
+    with zipfile.ZipFile(small) as zs, zipfile.ZipFile(large) as zl:
+        assert len(zl.namelist()) == 10
+        assert zs.read("000003.png") == zl.read("000003.png")
