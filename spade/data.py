@@ -52,7 +52,7 @@ class PairDataset(Dataset):
 
 
 def _chw(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)  # copy: memmaps are read-only
 
 
 def to_model_range(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,104 @@
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import blob_image, png_bytes
+from spade.config import SampleConfig
+from spade.errors import UserError
+from spade.images import decode_rgb
+from spade.sample import ImageSource, sample_images
+
+
+def run_sample(source, out, **kw):
+    cfg = SampleConfig(**({"source": str(source), "n_images": 10, "image_size": 32} | kw))
+    cfg.check()
+    sample_images(cfg, out)
+    return (
+        np.load(out / "train.npy"),
+        np.load(out / "test.npy"),
+        pd.read_csv(out / "manifest.csv"),
+        json.loads((out / "report.json").read_text()),
+    )
+
+
+def test_deterministic_with_split_sizes(image_folder, tmp_path):
+    a = run_sample(image_folder, tmp_path / "a", test_fraction=0.2)
+    b = run_sample(image_folder, tmp_path / "b", test_fraction=0.2)
+    train, test, manifest, report = a
+    assert train.shape == (8, 32, 32, 3) and test.shape == (2, 32, 32, 3)
+    assert train.dtype == np.uint8
+    for name in ("train.npy", "test.npy", "manifest.csv", "report.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert list(manifest.columns) == ["index", "split", "path", "sha1", "width", "height"]
+    assert (manifest.split == "test").sum() == 2 and manifest.path.is_unique
+    assert report["skipped"] == [] and report["candidates"] == 12
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_seed_changes_the_sample(image_folder, tmp_path):
+    m0 = run_sample(image_folder, tmp_path / "a", seed=0)[2]
+    m1 = run_sample(image_folder, tmp_path / "b", seed=1)[2]
+    assert list(m0.path) != list(m1.path)
+
+
+def test_zip_and_folder_give_the_same_sample(image_folder, tmp_path):
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in sorted(image_folder.rglob("*.png")):
+            z.write(p, p.relative_to(image_folder).as_posix())
+    folder = run_sample(image_folder, tmp_path / "a")
+    zipped = run_sample(archive, tmp_path / "b")
+    np.testing.assert_array_equal(folder[0], zipped[0])
+    assert list(folder[2].path) == list(zipped[2].path)
+
+
+def test_manifest_records_source_and_resized_pixels(image_folder, tmp_path):
+    train, _, manifest, _ = run_sample(image_folder, tmp_path / "o", image_size=32)
+    row = manifest[manifest.split == "train"].iloc[0]
+    assert (row.width, row.height) == (40, 40)
+    original = decode_rgb((image_folder / row.path).read_bytes())
+    import cv2
+
+    expected = cv2.resize(original, (32, 32), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(train[row["index"]], expected)
+
+
+def test_odd_and_corrupt_files_are_skipped_and_reported(image_folder, tmp_path):
+    rng = np.random.default_rng(5)
+    (image_folder / "notes.txt").write_text("not an image")
+    (image_folder / "broken.png").write_bytes(png_bytes(blob_image(rng))[:50])
+    (image_folder / "gray.png").write_bytes(png_bytes(blob_image(rng)[..., 0]))
+    rgba = np.dstack([blob_image(rng), np.full((32, 32), 128, np.uint8)])
+    (image_folder / "rgba.png").write_bytes(png_bytes(rgba))
+    (image_folder / ".hidden.png").write_bytes(b"ignored")
+    n_valid = 14
+    train, test, manifest, report = run_sample(image_folder, tmp_path / "o", n_images=n_valid)
+    assert len(train) + len(test) == n_valid  # the sample never shrinks
+    assert sorted(s["path"] for s in report["skipped"]) == ["broken.png", "notes.txt"]
+    assert {"gray.png", "rgba.png"} <= set(manifest.path)
+
+
+def test_too_few_valid_images_fails_with_both_counts(image_folder, tmp_path):
+    (image_folder / "junk.bin").write_bytes(b"\x00" * 10)
+    with pytest.raises(UserError, match=r"n_images = 13 but only 12 valid images"):
+        run_sample(image_folder, tmp_path / "o", n_images=13)
+    assert not (tmp_path / "o" / "train.npy").exists()
+
+
+def test_too_few_files_fails_early(image_folder, tmp_path):
+    with pytest.raises(UserError, match="holds only 12 files"):
+        run_sample(image_folder, tmp_path / "o", n_images=50)
+
+
+def test_missing_source_explains_what_to_do(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        ImageSource(tmp_path / "nope")
+
+
+def test_a_file_that_is_not_a_zip_is_rejected(tmp_path):
+    (tmp_path / "x.tar").write_bytes(b"abc")
+    with pytest.raises(UserError, match="not a .zip"):
+        ImageSource(tmp_path / "x.tar")
