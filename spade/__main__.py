@@ -23,8 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--roughen", action="store_true", help="roughen ordinary pictures first")
     g.add_argument("--seed", type=int, default=0, help="seed of z and the noise")
     g.add_argument("--style", type=Path, help="take z from this reference face (needs use_vae)")
-    g.add_argument("--interpolate", type=int, default=0, metavar="K",
-                   help="write a strip of K faces from --seed to --seed-to")
+    g.add_argument(
+        "--interpolate",
+        type=int,
+        default=0,
+        metavar="K",
+        help="write a strip of K faces from --seed to --seed-to",
+    )
     g.add_argument("--seed-to", type=int, help="end seed of --interpolate (default: seed+1)")
     g.add_argument("--save-rough", action="store_true", help="also write the rough used")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

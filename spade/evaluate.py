@@ -21,7 +21,7 @@ from spade.metrics import (
     INCEPTION_ID,
     extract_features,
     feature_statistics,
-    frechet_distance,
+    fid_from_features,
     kernel_inception_distance,
     paired_metrics,
 )
@@ -78,12 +78,11 @@ def distribution_metrics(
     kid_subset_size: int,
     seed: int,
 ) -> dict[str, float]:
-    mu, sigma = feature_statistics(features)
     kid_mean, kid_std = kernel_inception_distance(
         features, ref["features"], n_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
     )
     return {
-        "fid": frechet_distance(mu, sigma, ref["mu"], ref["sigma"]),
+        "fid": fid_from_features(features, ref["features"]),
         "kid_mean": kid_mean,
         "kid_std": kid_std,
     }

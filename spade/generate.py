@@ -34,9 +34,7 @@ def list_inputs(path: Path) -> list[Path]:
         raise UserError(f"input {path} does not exist")
     if path.is_file():
         return [path]
-    files = sorted(
-        p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return files

@@ -19,7 +19,8 @@ def blob_image(rng: np.random.Generator, size: int = 32) -> np.ndarray:
     img = np.full((size, size, 3), rng.integers(0, 256, 3), dtype=np.uint8)
     yy, xx = np.mgrid[:size, :size]
     for _ in range(3):
-        cy, cx, r = rng.integers(0, size, 2).tolist() + [int(rng.integers(3, size // 3))]
+        cy, cx = rng.integers(0, size, 2).tolist()
+        r = int(rng.integers(3, size // 3))
         img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 256, 3)
     return img
 

@@ -97,3 +97,12 @@ def test_extract_features_independent_of_batch_size(tmp_path):
     )
     assert whole.shape == (4, 2048) and whole.dtype == np.float64
     np.testing.assert_allclose(chunked, whole, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("n1", "n2", "d"), [(30, 50, 64), (70, 40, 64), (100, 120, 64)])
+def test_factored_form_equals_eigenvalue_form(n1, n2, d):
+    rng = np.random.default_rng(7)
+    f1 = rng.normal(size=(n1, d)) @ rng.normal(size=(d, d))
+    f2 = rng.normal(loc=0.3, size=(n2, d)) @ rng.normal(size=(d, d))
+    eig = frechet_distance(*feature_statistics(f1), *feature_statistics(f2))
+    assert fid_from_features(f1, f2) == pytest.approx(eig, rel=1e-9)

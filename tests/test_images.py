@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import png_bytes
 from spade.images import (
     UnreadableImage,
     decode_rgb,
@@ -11,6 +10,8 @@ from spade.images import (
     make_grid,
     resize_square,
 )
+
+from conftest import png_bytes
 
 
 def test_rgb_png_roundtrip():

@@ -2,8 +2,9 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import blob_image
 from spade.roughen import Recipe, RoughCache, roughen_array, roughen_image
+
+from conftest import blob_image
 
 SEED_RECIPE = Recipe()  # 9, 52, 52, 1, 15
 SMALL = Recipe(median_before=3, spatial_radius=10, color_radius=30, max_level=1, median_after=5)

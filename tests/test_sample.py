@@ -5,11 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import blob_image, png_bytes
 from spade.config import SampleConfig
 from spade.errors import UserError
 from spade.images import decode_rgb
 from spade.sample import ImageSource, sample_images
+
+from conftest import blob_image, png_bytes
 
 
 def run_sample(source, out, **kw):
@@ -100,5 +101,5 @@ def test_missing_source_explains_what_to_do(tmp_path):
 
 def test_a_file_that_is_not_a_zip_is_rejected(tmp_path):
     (tmp_path / "x.tar").write_bytes(b"abc")
-    with pytest.raises(UserError, match="not a .zip"):
+    with pytest.raises(UserError, match=r"not a \.zip"):
         ImageSource(tmp_path / "x.tar")

@@ -1,0 +1,160 @@
+"""`spade generate`: a user's own rough drawing → an anime face."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from spade.__main__ import main
+from spade.config import TrainConfig
+from spade.dist import DistEnv
+from spade.images import read_rgb, resize_square, save_png
+from spade.roughen import Recipe, roughen_image
+from spade.train import train
+
+from test_train import RECIPE, TINY, paths_in
+
+
+@pytest.fixture(scope="module")
+def model_path(pair_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("model")
+    paths = paths_in(tmp, pair_data)
+    train(TrainConfig(**(TINY | {"epochs": 1})), DistEnv(), paths, RECIPE)
+    return paths.generator
+
+
+@pytest.fixture(scope="module")
+def vae_model_path(pair_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("vae")
+    paths = paths_in(tmp, pair_data)
+    cfg = TrainConfig(**(TINY | {"epochs": 1, "use_vae": True, "nef": 4}))
+    train(cfg, DistEnv(), paths, RECIPE)
+    return paths.generator
+
+
+def hand_drawn_rough(width: int = 90, height: int = 120) -> np.ndarray:
+    """What a user might paint: a background, a hair blob, a face blob and two eye dots."""
+    img = np.full((height, width, 3), (150, 200, 230), np.uint8)
+    cx, cy = width // 2, height // 2
+    cv2.ellipse(img, (cx, cy - 5), (38, 45), 0, 0, 360, (200, 60, 140), -1)  # hair
+    cv2.ellipse(img, (cx, cy + 8), (26, 32), 0, 0, 360, (250, 215, 190), -1)  # face
+    for dx in (-11, 11):
+        cv2.circle(img, (cx + dx, cy + 5), 5, (60, 90, 200), -1)  # eyes
+    return img
+
+
+def generate(*args) -> None:
+    main(["generate", *map(str, args)])
+
+
+def test_hand_drawn_rough_becomes_a_face(model_path, tmp_path):
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    generate(tmp_path / "mine.png", "--model", model_path, "--out", tmp_path / "out")
+    face = read_rgb(tmp_path / "out/mine.png")
+    assert face.shape == (32, 32, 3) and face.std() > 0
+
+
+def test_seed_controls_the_output(model_path, tmp_path):
+    save_png(tmp_path / "in/mine.png", hand_drawn_rough())
+    for seed in (0, 0, 1):
+        generate(
+            tmp_path / "in", "--model", model_path, "--out", tmp_path / f"s{seed}", "--seed", seed
+        )
+    a, b = (read_rgb(tmp_path / f"s{s}/mine.png") for s in (0, 1))
+    assert not np.array_equal(a, b)
+    generate(tmp_path / "in", "--model", model_path, "--out", tmp_path / "again", "--seed", 0)
+    np.testing.assert_array_equal(read_rgb(tmp_path / "again/mine.png"), a)
+
+
+def test_folder_of_odd_formats(model_path, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "roughs"
+    folder.mkdir()
+    rgba = np.dstack([hand_drawn_rough(), np.full((120, 90), 200, np.uint8)])
+    Image.fromarray(rgba).save(folder / "a.png")
+    Image.fromarray(hand_drawn_rough()[..., 1]).save(folder / "b.jpg")
+    (folder / "readme.txt").write_text("not an image, not listed")
+    generate(folder, "--model", model_path, "--out", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+
+
+def test_roughen_applies_the_models_recipe(model_path, tmp_path):
+    photo = np.random.default_rng(0).integers(0, 256, (50, 50, 3), dtype=np.uint8)
+    save_png(tmp_path / "photo.png", photo)
+    out = tmp_path / "out"
+    generate(
+        tmp_path / "photo.png", "--model", model_path, "--out", out, "--roughen", "--save-rough"
+    )
+    expected = roughen_image(resize_square(photo, 32), Recipe(**RECIPE))
+    np.testing.assert_array_equal(read_rgb(out / "photo_rough.png"), expected)
+    assert (out / "photo.png").is_file()
+
+
+def test_interpolate_writes_a_strip(model_path, tmp_path):
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    out = tmp_path / "out"
+    generate(tmp_path / "mine.png", "--model", model_path, "--out", out, "--interpolate", 5)
+    strip = read_rgb(out / "mine_interp.png")
+    assert strip.shape == (32, 5 * 32, 3)
+    first, last = strip[:, :32], strip[:, -32:]
+    assert not np.array_equal(first, last)
+    generate(tmp_path / "mine.png", "--model", model_path, "--out", tmp_path / "single")
+    np.testing.assert_array_equal(first, read_rgb(tmp_path / "single/mine.png"))
+
+
+def test_style_from_a_reference_face(vae_model_path, pair_data, tmp_path):
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    real = np.load(pair_data / "sampled/test.npy")
+    save_png(tmp_path / "ref.png", real[0])
+    out = tmp_path / "out"
+    generate(
+        tmp_path / "mine.png",
+        "--model",
+        vae_model_path,
+        "--out",
+        out,
+        "--style",
+        tmp_path / "ref.png",
+    )
+    assert read_rgb(out / "mine.png").shape == (32, 32, 3)
+
+
+def expect_error(capsys_or_caplog, args, fragment):
+    with pytest.raises(SystemExit) as e:
+        generate(*args)
+    assert e.value.code == 2
+    assert fragment in capsys_or_caplog.text
+
+
+def test_clear_errors(model_path, tmp_path, caplog):
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "bad_model.pt").write_bytes(b"not a model")
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
+    m = ["--model", model_path, "--out", tmp_path / "out"]
+    expect_error(caplog, [tmp_path / "mine.png", "--model", tmp_path / "nope.pt"], "not found")
+    expect_error(
+        caplog, [tmp_path / "mine.png", "--model", tmp_path / "bad_model.pt"], "not a readable"
+    )
+    expect_error(
+        caplog, [tmp_path / "mine.png", "--model", tmp_path / "other.pt"], "not a spade-anime"
+    )
+    expect_error(caplog, [tmp_path / "empty", *m], "holds no images")
+    expect_error(caplog, [tmp_path / "bad.png", *m], "cannot read image")
+    expect_error(caplog, [tmp_path / "missing.png", *m], "does not exist")
+    expect_error(caplog, [tmp_path / "mine.png", *m, "--style", tmp_path / "mine.png"], "use_vae")
+    expect_error(caplog, [tmp_path / "mine.png", *m, "--interpolate", 1], "K >= 2")
+
+
+def test_incompatible_model_file(model_path, tmp_path, caplog):
+    state = torch.load(model_path, weights_only=True)
+    state["config"]["ngf"] = 8  # weights no longer fit the config
+    torch.save(state, tmp_path / "mismatch.pt")
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    expect_error(
+        caplog, [tmp_path / "mine.png", "--model", tmp_path / "mismatch.pt"], "does not match"
+    )

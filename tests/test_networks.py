@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from spade.networks import (
+    GeneratorConfig,
+    MultiscaleDiscriminator,
+    NoiseInjection,
+    StyleEncoder,
+    generator_channels,
+    num_upsamplings,
+)
+from spade.train import StyledGenerator
+
+
+def tiny(size: int, **kw) -> GeneratorConfig:
+    return GeneratorConfig(image_size=size, ngf=4, spade_hidden=8, z_dim=16, nef=4, **kw)
+
+
+@pytest.mark.parametrize("size", [32, 64, 128, 256])
+def test_generator_encoder_discriminator_shapes(size):
+    torch.manual_seed(0)
+    G = StyledGenerator(tiny(size, use_vae=True))
+    D = MultiscaleDiscriminator(in_channels=6, ndf=4, n_layers=4, num_d=2)
+    rough = torch.rand(2, 3, size, size) * 2 - 1
+    fake, mu, logvar = G(rough, style=rough)
+    assert fake.shape == (2, 3, size, size)
+    assert mu.shape == logvar.shape == (2, 16)
+    assert fake.abs().max() <= 1 and torch.isfinite(fake).all()
+    out = D(torch.cat([fake, rough], dim=1))
+    assert len(out) == 2 and len(out[0]) == 5  # 4 layers + logits
+    assert out[1][-1].shape[-1] < out[0][-1].shape[-1]  # second scale sees a smaller input
+    assert all(torch.isfinite(t).all() for scale in out for t in scale)
+
+
+def test_encoder_works_below_256():
+    mu, logvar = StyleEncoder(tiny(64))(torch.randn(3, 3, 64, 64))
+    assert mu.shape == (3, 16) and torch.isfinite(logvar).all()
+
+
+def test_channel_schedule_matches_nvlabs_at_256():
+    cfg = GeneratorConfig(image_size=256, ngf=64)
+    assert generator_channels(cfg) == [1024, 1024, 1024, 512, 256, 128, 64]
+    assert num_upsamplings(256) == 6
+
+
+@pytest.mark.parametrize("size", [16, 48, 100])
+def test_bad_sizes_are_rejected(size):
+    with pytest.raises(ValueError, match="power of two"):
+        num_upsamplings(size)
+
+
+def test_gradient_reaches_noise_weights():
+    torch.manual_seed(0)
+    G = StyledGenerator(tiny(32))
+    rough = torch.rand(2, 3, 32, 32) * 2 - 1
+    fake, _, _ = G(rough)
+    fake.square().mean().backward()
+    noise = [m for m in G.modules() if isinstance(m, NoiseInjection)]
+    assert len(noise) == len(G.generator.blocks)
+    assert all(m.weight.item() == 0 for m in noise)  # initialised to 0
+    assert all(m.weight.grad is not None and m.weight.grad.abs() > 0 for m in noise)
+
+
+def test_no_noise_option():
+    G = StyledGenerator(tiny(32, noise=False)).eval()
+    rough = torch.rand(1, 3, 32, 32)
+    z = torch.randn(1, 16)
+    assert not any(isinstance(m, NoiseInjection) for m in G.modules())
+    assert torch.equal(G(rough, z=z)[0], G(rough, z=z)[0])
+
+
+def test_z_changes_the_output():
+    torch.manual_seed(0)
+    G = StyledGenerator(tiny(32)).eval()
+    rough = torch.rand(1, 3, 32, 32)
+    a = G(rough, z=torch.randn(1, 16))[0]
+    b = G(rough, z=torch.randn(1, 16))[0]
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_channels_last_forward():
+    G = StyledGenerator(tiny(64)).cuda().to(memory_format=torch.channels_last)
+    rough = (torch.rand(2, 3, 64, 64, device="cuda") * 2 - 1).contiguous(
+        memory_format=torch.channels_last
+    )
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        fake, _, _ = G(rough)
+    assert fake.shape == (2, 3, 64, 64) and torch.isfinite(fake.float()).all()

@@ -1,0 +1,130 @@
+"""End to end: the real `dvc` CLI on a tiny config in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import copy_repo
+
+pytestmark = pytest.mark.slow
+
+TINY_PARAMS = {
+    "demo": {"count": 48, "size": 64},
+    "sample": {"n_images": 40, "test_fraction": 0.2, "image_size": 32},
+    "roughen": {"median_before": 3, "spatial_radius": 8, "median_after": 3, "n_jobs": 2},
+    "train": {
+        "ngf": 4,
+        "spade_hidden": 8,
+        "z_dim": 8,
+        "ndf": 4,
+        "n_layers_d": 2,
+        "batch_size": 8,
+        "epochs": 1,
+        "num_workers": 0,
+        "log_every": 1,
+        "bn_batches": 2,
+        "n_samples": 4,
+    },
+    "features": {"batch_size": 8, "device": "cpu"},
+    "evaluate": {"batch_size": 8, "kid_subsets": 10, "grid_rows": 4},
+}
+EVAL_FIELDS = {
+    "fid",
+    "kid_mean",
+    "kid_std",
+    "l1",
+    "psnr",
+    "ssim",
+    "fid_rough",
+    "kid_mean_rough",
+    "kid_std_rough",
+    "l1_rough",
+    "psnr_rough",
+    "ssim_rough",
+    "n_images",
+    "fid_reliable",
+    "feature_network",
+    "note",
+}
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    env = os.environ | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SPADE_ROUGHEN_CACHE": str(cwd / ".cache/roughen"),
+        "DVC_NO_ANALYTICS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = copy_repo(tmp_path_factory.mktemp("repo"))
+    for path in ("metrics", "dvclive", "data", "models"):  # results of the demo run
+        shutil.rmtree(root / path, ignore_errors=True)
+    (root / "dvc.lock").unlink(missing_ok=True)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in TINY_PARAMS.items():
+        params[section] |= values
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    sh(root, "dvc", "repro")
+    return root
+
+
+def lock_outs(root: Path, stages: tuple[str, ...]) -> dict:
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return {s: lock[s]["outs"] for s in stages}
+
+
+def test_repro_writes_every_metric(repo):
+    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    assert set(metrics) == EVAL_FIELDS
+    assert metrics["n_images"] == 8 and metrics["fid_reliable"] is False
+    assert "KID" in metrics["note"] and "tf-inception" in metrics["feature_network"]
+    train = json.loads((repo / "metrics/train.json").read_text())
+    assert {"test_l1", "test_l1_rough"} <= set(train)
+    assert (repo / "data/eval/grid.png").is_file()
+    assert (repo / "data/eval/generated.npy").is_file()
+    status = sh(repo, "dvc", "status")
+    assert "up to date" in status
+
+
+def test_data_stages_are_reproducible(repo):
+    data = ("demo", "sample", "roughen")
+    before = lock_outs(repo, data)
+    sh(repo, "dvc", "repro", "-f", "roughen")
+    assert lock_outs(repo, data) == before
+    # the second roughen run came entirely from the cache
+    assert (repo / ".cache/roughen").is_dir()
+
+
+def test_plots_are_declared_and_render(repo):
+    out = sh(repo, "dvc", "plots", "show", "--json")
+    shown = json.loads(out)
+    names = set(shown) if isinstance(shown, dict) else set()
+    assert "GAN losses" in names and "data/eval/grid.png" in names
+
+
+def test_exp_run_changes_training_and_metrics_diff_shows_it(repo):
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    sh(repo, "dvc", "exp", "run", "-S", "train.lr_g=0.001")
+    diff = sh(repo, "dvc", "metrics", "diff", "--json")
+    changed = json.loads(diff)
+    assert "metrics/eval.json" in changed and "kid_mean" in changed["metrics/eval.json"]
+    show = sh(repo, "dvc", "exp", "show", "--csv")
+    assert "train.lr_g" in show and "0.001" in show and "kid_mean" in show

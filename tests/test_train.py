@@ -1,0 +1,266 @@
+"""Training: a tiny run learns, resume is exact, signals and NaNs are handled, DDP works."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import spade.train as train_mod
+from spade.config import TrainConfig
+from spade.dist import DistEnv
+from spade.errors import UserError
+from spade.train import (
+    TrainPaths,
+    checkpoint_identity,
+    load_generator,
+    load_resumable_checkpoint,
+    train,
+)
+
+from conftest import ROOT
+
+RECIPE = {
+    "median_before": 3,
+    "spatial_radius": 8.0,
+    "color_radius": 40.0,
+    "max_level": 1,
+    "median_after": 3,
+}
+TINY = {
+    "ngf": 4,
+    "spade_hidden": 8,
+    "z_dim": 8,
+    "ndf": 4,
+    "num_d": 2,
+    "n_layers_d": 2,
+    "lambda_vgg": 0.0,
+    "lr_g": 0.002,
+    "lr_d": 0.002,
+    "batch_size": 4,
+    "epochs": 2,
+    "num_workers": 0,
+    "log_every": 1,
+    "ckpt_every": 2,
+    "bn_batches": 2,
+    "n_samples": 4,
+    "ema_decay": 0.9,
+}
+
+
+def paths_in(tmp: Path, data: Path) -> TrainPaths:
+    return TrainPaths(
+        data=data,
+        checkpoint=tmp / "models/checkpoint.pt",
+        generator=tmp / "models/generator.pt",
+        live_dir=tmp / "dvclive",
+        metrics=tmp / "metrics/train.json",
+    )
+
+
+def tsv(paths: TrainPaths, name: str) -> pd.Series:
+    return pd.read_csv(paths.live_dir / f"plots/metrics/train/{name}.tsv", sep="\t")[name]
+
+
+def test_tiny_run_learns_and_writes_every_output(pair_data, tmp_path):
+    paths = paths_in(tmp_path, pair_data)
+    cfg = TrainConfig(**(TINY | {"epochs": 8}))
+    result = train(cfg, DistEnv(), paths, RECIPE)
+    assert result.steps == 8 * 6  # 24 images / batch 4
+    l1 = tsv(paths, "loss_l1")
+    assert l1.iloc[-6:].mean() < 0.7 * l1.iloc[:6].mean()
+    assert tsv(paths, "loss_d").nunique() > 10 and tsv(paths, "loss_g").nunique() > 10
+    assert sorted(p.name for p in (paths.live_dir / "plots/images/samples").iterdir()) == [
+        f"{e:04d}.png" for e in range(8)
+    ]
+    for key in ("test_l1", "test_l1_rough", "images_per_s", "steps"):
+        assert key in result.metrics
+    assert torch.load(paths.checkpoint, weights_only=True)["finished"]
+    model, state = load_generator(paths.generator, torch.device("cpu"))
+    assert state["recipe"] == RECIPE and state["config"]["image_size"] == 32
+    assert not model.training
+    fake, _, _ = model(torch.zeros(1, 3, 32, 32))
+    assert fake.shape == (1, 3, 32, 32) and torch.isfinite(fake).all()
+
+
+def test_vae_run_logs_kl(pair_data, tmp_path):
+    paths = paths_in(tmp_path, pair_data)
+    train(
+        TrainConfig(**(TINY | {"epochs": 1, "use_vae": True, "nef": 4})), DistEnv(), paths, RECIPE
+    )
+    assert (tsv(paths, "loss_kl") >= 0).all()
+    model, _ = load_generator(paths.generator, torch.device("cpu"))
+    assert model.encoder is not None
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(pair_data, tmp_path, monkeypatch):
+    real_step = train_mod.train_step
+    calls = {"n": 0}
+
+    def poisoned(*args, **kw):
+        losses = real_step(*args, **kw)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            losses["loss_l1"] = torch.tensor(float("nan"))
+        return losses
+
+    monkeypatch.setattr(train_mod, "train_step", poisoned)
+    paths = paths_in(tmp_path, pair_data)
+    with pytest.raises(UserError, match=r"non-finite loss at step 3 .*loss_l1=nan"):
+        train(TrainConfig(**TINY), DistEnv(), paths, RECIPE)
+    ckpt = torch.load(paths.checkpoint, weights_only=True)
+    assert ckpt["step"] == 2 and not ckpt["finished"]
+    assert all(torch.isfinite(v).all() for v in ckpt["G"].values() if v.is_floating_point())
+
+
+def fake_checkpoint(path: Path, ident: dict, *, finished: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": 5, "total_steps": 12, "finished": finished, "identity": ident}, path)
+
+
+def test_checkpoint_compatibility_rules(tmp_path):
+    cfg = TrainConfig(**TINY)
+    ident = checkpoint_identity(cfg, 32)
+    path = tmp_path / "checkpoint.pt"
+    assert load_resumable_checkpoint(path, ident) is None  # none yet
+    fake_checkpoint(path, ident, finished=True)
+    assert load_resumable_checkpoint(path, ident) is None  # finished: start a new run
+    fake_checkpoint(path, ident, finished=False)
+    assert load_resumable_checkpoint(path, ident)["step"] == 5
+    bookkeeping = checkpoint_identity(TrainConfig(**(TINY | {"log_every": 7})), 32)
+    assert load_resumable_checkpoint(path, bookkeeping)["step"] == 5
+    wider = checkpoint_identity(TrainConfig(**(TINY | {"ngf": 8})), 32)
+    with pytest.raises(UserError, match=r"ngf: 4 → 8.*networks differ.*rm "):
+        load_resumable_checkpoint(path, wider)
+    faster = checkpoint_identity(TrainConfig(**(TINY | {"lr_g": 0.1})), 32)
+    with pytest.raises(UserError, match=r"lr_g: 0.002 → 0.1.*restore those parameters"):
+        load_resumable_checkpoint(path, faster)
+    path.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        load_resumable_checkpoint(path, ident)
+
+
+def test_batch_larger_than_dataset_is_a_user_error(pair_data, tmp_path):
+    with pytest.raises(UserError, match="exceeds the 24 training images"):
+        train(
+            TrainConfig(**(TINY | {"batch_size": 32})),
+            DistEnv(),
+            paths_in(tmp_path, pair_data),
+            RECIPE,
+        )
+
+
+# --------------------------------------------------------------------------- as a process
+
+
+def stage_dir(tmp: Path, data: Path, **train_overrides) -> Path:
+    """A working directory as `dvc repro` sees it: params.yaml + data/."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"] |= TINY | train_overrides
+    params["roughen"] |= {k: RECIPE[k] for k in RECIPE}
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copytree(data, tmp / "data")
+    return tmp
+
+
+def run_stage(cwd: Path, *, nproc: int = 0, wait: bool = True):
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    script = str(ROOT / "stages/train.py")
+    if nproc:
+        torchrun = Path(sys.executable).with_name("torchrun")
+        cmd = [str(torchrun), "--standalone", f"--nproc_per_node={nproc}", script]
+    else:
+        cmd = [sys.executable, script]
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    if wait:
+        out, _ = proc.communicate(timeout=600)
+        return proc.returncode, out
+    return proc
+
+
+def wait_for_checkpoint(proc, path: Path, min_step: int, timeout: float = 120) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        if path.is_file():
+            step = torch.load(path, weights_only=True)["step"]
+            if step >= min_step:
+                return step
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def state_dicts_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(pair_data, tmp_path):
+    overrides = {"epochs": 4}
+    whole = stage_dir(tmp_path / "whole", pair_data, **overrides)
+    rc, out = run_stage(whole)
+    assert rc == 0, out
+
+    broken = stage_dir(tmp_path / "broken", pair_data, **overrides)
+    proc = run_stage(broken, wait=False)
+    step = wait_for_checkpoint(proc, broken / "models/checkpoint.pt", min_step=4)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert step < 24
+    rc, out = run_stage(broken)
+    assert rc == 0, out
+    assert "resuming from models/checkpoint.pt" in out
+
+    a = torch.load(whole / "models/generator.pt", weights_only=True)["state_dict"]
+    b = torch.load(broken / "models/generator.pt", weights_only=True)["state_dict"]
+    assert state_dicts_equal(a, b)
+    ca = torch.load(whole / "models/checkpoint.pt", weights_only=True)
+    cb = torch.load(broken / "models/checkpoint.pt", weights_only=True)
+    assert state_dicts_equal(ca["D"], cb["D"])
+    # the resumed run's logs continue where the killed run's stopped
+    steps = pd.read_csv(broken / "dvclive/plots/metrics/train/loss_g.tsv", sep="\t")["step"]
+    assert steps.iloc[-1] == 24
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(pair_data, tmp_path):
+    cwd = stage_dir(tmp_path, pair_data, epochs=50, ckpt_every=1000)
+    proc = run_stage(cwd, wait=False)
+    wait_for_checkpoint(proc, cwd / "models/checkpoint.pt", min_step=6)  # epoch-end checkpoint
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "checkpoint saved" in out and "Traceback" not in out
+    ckpt = torch.load(cwd / "models/checkpoint.pt", weights_only=True)
+    assert 6 <= ckpt["step"] < 300 and not ckpt["finished"]
+
+
+def test_ddp_two_processes_on_cpu(pair_data, tmp_path):
+    cwd = stage_dir(tmp_path, pair_data, epochs=1, nproc=2)
+    rc, out = run_stage(cwd, nproc=2)
+    assert rc == 0, out
+    ckpt = torch.load(cwd / "models/checkpoint.pt", weights_only=True)
+    assert ckpt["finished"] and ckpt["step"] == 24 // (4 * 2)
+    assert (cwd / "models/generator.pt").is_file()
+    # rank 0 alone logs: one line per step, not two
+    steps = pd.read_csv(cwd / "dvclive/plots/metrics/train/loss_g.tsv", sep="\t")["step"]
+    assert steps.tolist() == [1, 2, 3]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_amp_run(pair_data, tmp_path):
+    device = torch.device("cuda")
+    paths = paths_in(tmp_path, pair_data)
+    result = train(TrainConfig(**(TINY | {"amp": True})), DistEnv(device=device), paths, RECIPE)
+    assert result.steps == 12 and result.metrics["test_l1"] < 1
