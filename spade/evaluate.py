@@ -53,7 +53,8 @@ def generate_faces(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in tqdm(range(0, len(roughs), batch_size), desc="generate", unit="batch"):
-            batch = torch.from_numpy(np.ascontiguousarray(roughs[start : start + batch_size]))
+            # np.array copies: the memory-mapped input is read-only
+            batch = torch.from_numpy(np.array(roughs[start : start + batch_size]))
             cond = to_model_range(batch.to(device).permute(0, 3, 1, 2))
             fake, _, _ = model(cond)
             out[start : start + len(batch)] = to_uint8_hwc(fake)

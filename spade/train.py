@@ -191,15 +191,18 @@ def prepare_batch(
 def train_step(
     models: Models, rough: torch.Tensor, real: torch.Tensor, cfg: TrainConfig
 ) -> dict[str, torch.Tensor]:
-    """One discriminator update, then one generator update. Returns detached losses."""
-    device = rough.device
-    real_pair = torch.cat([real, rough], dim=1)
+    """One discriminator update, then one generator update. Returns detached losses.
 
-    # Discriminator: hinge on one batch of fakes and reals.
+    The generator runs once per step (as in pix2pix): its output, detached, trains D; then the
+    same output, through the updated D, trains G. The real images' D features from the D pass
+    serve as feature-matching targets, so D also sees the reals only once.
+    """
+    device = rough.device
     with _autocast(cfg, device):
-        with torch.no_grad():
-            fake, _, _ = models.g(rough, style=real)
-        out = models.D(torch.cat([torch.cat([fake, rough], 1), real_pair], dim=0))
+        fake, mu, logvar = models.G(rough, style=real)
+        fake_pair, real_pair = torch.cat([fake, rough], 1), torch.cat([real, rough], 1)
+        # Discriminator: hinge on one batch of (detached) fakes and reals.
+        out = models.D(torch.cat([fake_pair.detach(), real_pair], dim=0))
         fake_out = [[t[: len(rough)] for t in scale] for scale in out]
         real_out = [[t[len(rough) :] for t in scale] for scale in out]
         loss_d = d_hinge_loss(real_out, fake_out)
@@ -211,10 +214,7 @@ def train_step(
     d = models.d
     d.requires_grad_(False)
     with _autocast(cfg, device):
-        fake, mu, logvar = models.G(rough, style=real)
-        fake_out = d(torch.cat([fake, rough], dim=1))
-        with torch.no_grad():
-            real_out = d(real_pair)
+        fake_out = d(fake_pair)
         losses = {"gan": cfg.lambda_gan * g_hinge_loss(fake_out)}
         if cfg.lambda_fm > 0:
             losses["fm"] = cfg.lambda_fm * feature_matching_loss(real_out, fake_out)

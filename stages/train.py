@@ -1,6 +1,11 @@
-"""Stage `train`: SPADE GAN training (one process, or one per GPU under torchrun)."""
+"""Stage `train`: SPADE GAN training, one process or, with `train.nproc` > 1, one per GPU.
+
+Parameters are validated first; with nproc > 1 the stage then replaces itself with
+`torchrun --standalone --nproc_per_node=<nproc>` running this same file (DDP).
+"""
 
 import logging
+import os
 import sys
 from dataclasses import asdict
 
@@ -13,9 +18,17 @@ from spade.train import StopRequested, TrainPaths, train
 log = logging.getLogger("spade.train")
 
 
+def relaunch_under_torchrun(nproc: int) -> None:
+    """exec, not a child process: Ctrl-C and SIGTERM reach torchrun (and so every rank)."""
+    args = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__]
+    os.execv(sys.executable, [sys.executable, *args])
+
+
 def main() -> None:
     cfg = load_section("train", TrainConfig)
     recipe = asdict(Recipe.from_config(load_section("roughen", RoughenConfig)))
+    if cfg.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        relaunch_under_torchrun(cfg.nproc)
     env = init_distributed()
     if not env.is_main:
         logging.getLogger().setLevel(logging.WARNING)

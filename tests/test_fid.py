@@ -105,4 +105,5 @@ def test_factored_form_equals_eigenvalue_form(n1, n2, d):
     f1 = rng.normal(size=(n1, d)) @ rng.normal(size=(d, d))
     f2 = rng.normal(loc=0.3, size=(n2, d)) @ rng.normal(size=(d, d))
     eig = frechet_distance(*feature_statistics(f1), *feature_statistics(f2))
-    assert fid_from_features(f1, f2) == pytest.approx(eig, rel=1e-9)
+    # the eigenvalue form loses a little precision on rank-deficient covariances (N < d)
+    assert fid_from_features(f1, f2) == pytest.approx(eig, rel=1e-6)

@@ -59,13 +59,16 @@ def test_deterministic_for_fixed_seed():
 
 def test_small_sets_shrink_subsets():
     rng = np.random.default_rng(4)
-    a, b = rng.standard_normal((5, 8)), rng.standard_normal((5, 8)) + 0.5
-    # Subsets of 5 out of 5 are the whole sets (the estimate ignores row order).
-    mean, std = kernel_inception_distance(a, b, n_subsets=4)
-    assert mean == pytest.approx(mmd2_unbiased(a, b), rel=1e-10)
-    assert std == pytest.approx(0.0, abs=1e-12)
-    mean, _ = kernel_inception_distance(a, rng.standard_normal((9, 8)), n_subsets=3)
-    assert np.isfinite(mean)
+    a, b = rng.standard_normal((10, 8)), rng.standard_normal((12, 8)) + 0.5
+    # 10 rows <= subset_size: subsets of 5, so the subsets differ and the std is informative.
+    mean, std = kernel_inception_distance(a, b, n_subsets=50)
+    assert std > 0 and np.isfinite(mean)
+    pick = np.random.default_rng(0)
+    x, y = a[pick.choice(10, 5, replace=False)], b[pick.choice(12, 5, replace=False)]
+    first, _ = kernel_inception_distance(a, b, n_subsets=1, seed=0)
+    assert first == pytest.approx(mmd2_unbiased(x, y), rel=1e-10)
+    mean, _ = kernel_inception_distance(a[:2], b[:2], n_subsets=3)  # two rows each: size 2
+    assert mean == pytest.approx(mmd2_unbiased(a[:2], b[:2]), rel=1e-10)
 
 
 def test_bad_inputs():

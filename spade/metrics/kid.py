@@ -47,14 +47,16 @@ def kernel_inception_distance(
     """KID between two feature sets, as (mean, std) over random subsets.
 
     Each subset pairs `subset_size` rows of f1 with as many of f2, each drawn without
-    replacement from `np.random.default_rng(seed)`; the size shrinks to
-    min(subset_size, len(f1), len(f2)) for small sets. The std is over subsets (ddof=0,
+    replacement from `np.random.default_rng(seed)`. When the smaller set has no more than
+    `subset_size` rows, subsets shrink to half of it (at least 2): subsets as large as the whole
+    set would all be identical and report a std of 0. The std is over subsets (ddof=0,
     as torch-fidelity reports it), a spread of the estimates, not a standard error.
     """
     f1, f2 = _check_pair(f1, f2)
     if n_subsets < 1 or subset_size < 2:
         raise UserError(f"need n_subsets >= 1 and subset_size >= 2, got {n_subsets}, {subset_size}")
-    size = min(subset_size, len(f1), len(f2))
+    n_min = min(len(f1), len(f2))
+    size = subset_size if subset_size < n_min else max(2, n_min // 2)
     rng = np.random.default_rng(seed)
     estimates = np.empty(n_subsets)
     for i in range(n_subsets):
