@@ -52,10 +52,10 @@ def compare(label: str, base: TrainConfig, size: int, device: torch.device, step
     fast = replace(base, channels_last=True, amp=True)
     r_plain = images_per_s(plain, size, device, steps)
     r_fast = images_per_s(fast, size, device, steps)
-    amp = "bf16 autocast + " if device.type == "cuda" else ""
+    fast_name = ("bf16 autocast + " if device.type == "cuda" else "") + "channels_last"
     log.info("%s %d px, batch %d, %s:", label, size, base.batch_size, device)
-    log.info("  fp32 contiguous           %8.2f img/s", r_plain)
-    log.info("  %schannels_last %8.2f img/s   %.2fx", amp.ljust(16), r_fast, r_fast / r_plain)
+    log.info("  %-30s %8.2f img/s", "fp32, contiguous", r_plain)
+    log.info("  %-30s %8.2f img/s   %.2fx", fast_name, r_fast, r_fast / r_plain)
 
 
 def main() -> None:

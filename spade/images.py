@@ -61,7 +61,7 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
         alpha = rgba[:, :, 3:] / 255.0
         rgb = rgba[:, :, :3] * alpha + 255.0 * (1.0 - alpha)
         return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(np.asarray(img.convert("RGB")), dtype=np.uint8)
+    return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy
 
 
 def read_rgb(path: Path | str) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from tqdm import tqdm
 
 from spade.config import RoughenConfig
@@ -151,6 +152,9 @@ def roughen_array(
         len(todo),
     )
     bar = tqdm(total=len(todo_idx), desc=desc, unit="img", disable=not progress)
+    # At least 4 batches per worker, so no core idles while another finishes a large batch.
+    workers = effective_n_jobs(n_jobs)
+    batch_size = max(1, min(batch_size, math.ceil(len(todo_idx) / (4 * workers))))
     batches = list(_batches(todo_idx, batch_size))
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_roughen_batch)(np.ascontiguousarray(images[idx]), recipe) for idx in batches
