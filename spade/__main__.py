@@ -42,10 +42,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace) -> None:
+    from spade.checkpoint import load_generator
     from spade.errors import UserError
     from spade.evaluate import resolve_device
     from spade.generate import FaceGenerator, GenerateOptions, generate, list_inputs
-    from spade.train import load_generator
 
     if args.interpolate == 1 or args.interpolate < 0:
         raise UserError("--interpolate K needs K >= 2")

@@ -25,7 +25,7 @@ from spade.metrics import (
     kernel_inception_distance,
     paired_metrics,
 )
-from spade.train import StyledGenerator
+from spade.networks import StyledGenerator
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import torch
 from spade.data import to_model_range, to_uint8_hwc
 from spade.errors import UserError
 from spade.images import IMAGE_SUFFIXES, read_rgb, resize_square, save_png
+from spade.networks import StyledGenerator
 from spade.roughen import Recipe, roughen_image
-from spade.train import StyledGenerator
 
 log = logging.getLogger(__name__)
 

@@ -207,3 +207,23 @@ class MultiscaleDiscriminator(nn.Module):
                 x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
             outputs.append(d(x))
         return outputs
+
+
+class StyledGenerator(nn.Module):
+    """The generator and its optional style encoder, trained, averaged and saved together."""
+
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.generator = Generator(cfg)
+        self.encoder = StyleEncoder(cfg) if cfg.use_vae else None
+
+    def forward(
+        self, cond: torch.Tensor, style: torch.Tensor | None = None, z: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns (image, μ, log σ²); μ and log σ² are None unless the encoder saw `style`."""
+        mu = logvar = None
+        if z is None and style is not None and self.encoder is not None:
+            mu, logvar = self.encoder(style)
+            z = reparameterize(mu, logvar) if self.training else mu
+        return self.generator(cond, z), mu, logvar

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spade.checkpoint import load_generator
 from spade.cli import run
 from spade.config import EvaluateConfig, FeaturesConfig, load_section
 from spade.evaluate import (
@@ -15,7 +16,6 @@ from spade.evaluate import (
     save_grid,
 )
 from spade.images import atomic_path, load_image_array
-from spade.train import load_generator
 
 MODEL = Path("models/generator.pt")
 ROUGHS, REAL = Path("data/roughs/test.npy"), Path("data/sampled/test.npy")

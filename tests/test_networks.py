@@ -5,11 +5,11 @@ from spade.networks import (
     GeneratorConfig,
     MultiscaleDiscriminator,
     NoiseInjection,
+    StyledGenerator,
     StyleEncoder,
     generator_channels,
     num_upsamplings,
 )
-from spade.train import StyledGenerator
 
 
 def tiny(size: int, **kw) -> GeneratorConfig:

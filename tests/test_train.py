@@ -16,16 +16,11 @@ import torch
 import yaml
 
 import spade.train as train_mod
+from spade.checkpoint import checkpoint_identity, load_generator, load_resumable_checkpoint
 from spade.config import TrainConfig
 from spade.dist import DistEnv
 from spade.errors import UserError
-from spade.train import (
-    TrainPaths,
-    checkpoint_identity,
-    load_generator,
-    load_resumable_checkpoint,
-    train,
-)
+from spade.train import TrainPaths, train
 
 from conftest import ROOT
 
