@@ -7,7 +7,7 @@ generator's weights, the config needed to rebuild it, and the roughen recipe for
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -31,17 +31,28 @@ GENERATOR_FORMAT = "spade-anime-generator"
 GENERATOR_VERSION = 1
 
 
-def checkpoint_identity(cfg: TrainConfig, image_size: int) -> dict[str, Any]:
-    """The parameters a checkpoint must share with the current run to be resumed."""
+def checkpoint_identity(cfg: TrainConfig, data: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must share with the current run to be resumed: the training parameters
+    (but bookkeeping) and a description of the data (size, count, recipe, manifest hash)."""
     ident = {k: v for k, v in to_dict(cfg).items() if k not in TRAIN_BOOKKEEPING_KEYS}
-    return ident | {"image_size": image_size}
+    return ident | data
 
 
-def save_checkpoint(path: Path, models: Models, step: int, total: int, ident: dict) -> None:
+def data_identity(data_dir: Path, image_size: int, n_train: int, recipe: dict) -> dict[str, Any]:
+    manifest = data_dir / "sampled" / "manifest.csv"
+    digest = hashlib.sha1(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
+    return {"image_size": image_size, "n_train": n_train, "recipe": recipe, "manifest": digest}
+
+
+def save_checkpoint(
+    path: Path, models: Models, step: int, total: int, ident: dict, *, finished: bool = False
+) -> None:
+    """`finished` is set only once the generator file is written, so an interruption during
+    the export resumes (and redoes only the export) instead of starting over."""
     state = {
         "step": step,
         "total_steps": total,
-        "finished": step >= total,
+        "finished": finished,
         "identity": ident,
         "G": models.g.state_dict(),
         "D": models.d.state_dict(),
@@ -49,7 +60,7 @@ def save_checkpoint(path: Path, models: Models, step: int, total: int, ident: di
         "opt_g": models.opt_g.state_dict(),
         "opt_d": models.opt_d.state_dict(),
         "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -95,34 +106,37 @@ def restore(models: Models, ckpt: dict, env: DistEnv) -> int:
     models.opt_d.load_state_dict(ckpt["opt_d"])
     if env.is_main:
         torch.set_rng_state(ckpt["rng_cpu"])
-        if torch.cuda.is_available() and ckpt["rng_cuda"]:
-            torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
+        if torch.cuda.is_available() and ckpt["rng_cuda"] is not None:
+            torch.cuda.set_rng_state(ckpt["rng_cuda"])  # the current device's
     else:  # other ranks: a fresh stream that still depends only on (seed, rank, step)
         torch.manual_seed(hash((ckpt["identity"]["seed"], env.rank, ckpt["step"])) % 2**63)
     return int(ckpt["step"])
 
 
 def generator_state(model: StyledGenerator, recipe: dict[str, Any]) -> dict[str, Any]:
-    plain = copy.deepcopy(model)
-    if any(isinstance(m, nn.SyncBatchNorm) for m in plain.modules()):
-        plain = _sync_bn_to_bn(plain)
+    """The generator file's contents (`model` must hold plain BatchNorm, see below)."""
     return {
         "format": GENERATOR_FORMAT,
         "version": GENERATOR_VERSION,
         "config": asdict(model.cfg),
         "recipe": recipe,
-        "state_dict": {k: v.cpu() for k, v in plain.state_dict().items()},
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
     }
 
 
-def _sync_bn_to_bn(module: nn.Module) -> nn.Module:
+def to_plain_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace SyncBatchNorm by BatchNorm2d in place (same statistics, same device).
+
+    Needed before rank 0 alone runs the model in training mode: SyncBatchNorm would wait for
+    the other ranks.
+    """
     for name, child in module.named_children():
         if isinstance(child, nn.SyncBatchNorm):
             bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine)
-            bn.load_state_dict(child.state_dict())
+            bn.to(child.running_mean.device).load_state_dict(child.state_dict())
             setattr(module, name, bn)
         else:
-            _sync_bn_to_bn(child)
+            to_plain_batchnorm(child)
     return module
 
 

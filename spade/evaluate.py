@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from spade.data import to_model_range, to_uint8_hwc
+from spade.errors import UserError
 from spade.images import atomic_path, make_grid, save_png
 from spade.metrics import (
     INCEPTION_ID,
@@ -36,8 +37,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from spade.errors import UserError
-
         raise UserError(
             "device 'cuda' was asked for but CUDA is not available; use 'auto' or 'cpu'"
         )

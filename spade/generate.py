@@ -37,6 +37,10 @@ def list_inputs(path: Path) -> list[Path]:
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    stems = [p.stem for p in files]
+    clashes = sorted({p.name for p in files if stems.count(p.stem) > 1})
+    if clashes:
+        raise UserError(f"outputs are named after the input's stem, and these clash: {clashes}")
     return files
 
 

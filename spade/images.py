@@ -47,7 +47,9 @@ def decode_rgb(data: bytes) -> np.ndarray:
 def _to_rgb(img: Image.Image) -> np.ndarray:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img).astype(np.float64)
-        scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        # 16-bit modes are 0..65535; 32-bit "I" PNGs often hold 8-bit values, so guess there.
+        wide = img.mode != "I" or arr.max(initial=0) > 255
+        scale = 65535.0 if wide else 255.0
         gray = np.clip(np.rint(arr * (255.0 / scale)), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if img.mode == "F":
@@ -104,6 +106,11 @@ def atomic_path(path: Path | str):
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on disk before it replaces the previous good file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -26,6 +26,10 @@ from spade.images import UnreadableImage, atomic_path, decode_rgb, open_image_ar
 
 log = logging.getLogger(__name__)
 
+# A candidate that raises one of these is skipped and reported: a broken image, a zip entry with
+# a bad CRC, an encrypted entry or an unsupported compression method, an unreadable file.
+READ_ERRORS = (UnreadableImage, zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError)
+
 
 def _visible(rel_parts: tuple[str, ...]) -> bool:
     """Skip hidden files and folders and macOS zip metadata."""
@@ -85,11 +89,17 @@ def _draw(
     order = np.random.default_rng(cfg.seed).permutation(len(source.names))
     for i in order:
         name = source.names[i]
-        data = source.read(name)
         try:
+            data = source.read(name)
             yield name, data, decode_rgb(data)
-        except UnreadableImage as e:
-            yield name, str(e)
+        except (
+            UnreadableImage,
+            zipfile.BadZipFile,
+            OSError,
+            RuntimeError,
+            NotImplementedError,
+        ) as e:
+            yield name, str(e) if isinstance(e, UnreadableImage) else f"{type(e).__name__}: {e}"
 
 
 def sample_images(cfg: SampleConfig, out_dir: Path) -> SampleResult:

@@ -29,10 +29,12 @@ from tqdm import tqdm
 
 from spade.checkpoint import (
     checkpoint_identity,
+    data_identity,
     generator_state,
     load_resumable_checkpoint,
     restore,
     save_checkpoint,
+    to_plain_batchnorm,
 )
 from spade.config import TrainConfig
 from spade.data import PairDataset, ResumableSampler, to_model_range, to_uint8_hwc
@@ -321,7 +323,8 @@ def train(cfg: TrainConfig, env: DistEnv, paths: TrainPaths, recipe: dict[str, A
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     gcfg = generator_config(cfg, train_set.image_size)
     models = build_models(cfg, gcfg, env)
-    ident = checkpoint_identity(cfg, train_set.image_size)
+    data = data_identity(paths.data, train_set.image_size, len(train_set), recipe)
+    ident = checkpoint_identity(cfg, data)
     ckpt = load_resumable_checkpoint(paths.checkpoint, ident)
     if ckpt is None:
         torch.manual_seed(cfg.seed + env.rank)
@@ -353,7 +356,7 @@ def train(cfg: TrainConfig, env: DistEnv, paths: TrainPaths, recipe: dict[str, A
             for batch in loader:
                 rough, real = prepare_batch(batch, cfg, env.device)
                 losses = train_step(models, rough, real, cfg)
-                _check_finite(losses, step + 1, paths.checkpoint)
+                _check_finite(losses, step + 1, paths.checkpoint, env)
                 update_ema(models.G_ema, models.g, cfg.ema_decay, step)
                 step += 1
                 seen += rough.shape[0] * env.world_size
@@ -378,20 +381,24 @@ def train(cfg: TrainConfig, env: DistEnv, paths: TrainPaths, recipe: dict[str, A
         if live is not None:
             live.end()
 
+    rate = seen / max(time.perf_counter() - t0, 1e-9)
     result = TrainResult(steps=step)
     if env.is_main:
         result.metrics = _export(models, loader, sampler, test_set, cfg, paths, recipe, env)
-        result.metrics["images_per_s"] = round(seen / max(time.perf_counter() - t0, 1e-9), 2)
-        result.metrics |= {"steps": step, "epochs": cfg.epochs}
+        save_checkpoint(paths.checkpoint, models, step, total, ident, finished=True)
+        result.metrics |= {"images_per_s": round(rate, 2), "steps": step, "epochs": cfg.epochs}
         paths.metrics.parent.mkdir(parents=True, exist_ok=True)
         paths.metrics.write_text(json.dumps(result.metrics, indent=2) + "\n")
     barrier(env)
     return result
 
 
-def _check_finite(losses: dict[str, torch.Tensor], step: int, ckpt_path: Path) -> None:
+def _check_finite(
+    losses: dict[str, torch.Tensor], step: int, ckpt_path: Path, env: DistEnv
+) -> None:
+    """Stop every rank together if any rank's losses are not finite."""
     values = torch.stack([v.float() for v in losses.values()])
-    if bool(torch.isfinite(values).all()):
+    if not any_rank(not bool(torch.isfinite(values).all()), env):
         return
     bad = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
     raise NonFiniteLoss(
@@ -416,9 +423,18 @@ def _log_scalars(live, step: int, losses: dict, models: Models, rate: float) -> 
     live.make_summary()
 
 
-def _export(models, loader, sampler, test_set, cfg, paths, recipe, env) -> dict[str, float]:
+def _export(
+    models: Models,
+    loader: DataLoader,
+    sampler: ResumableSampler,
+    test_set: PairDataset,
+    cfg: TrainConfig,
+    paths: TrainPaths,
+    recipe: dict[str, Any],
+    env: DistEnv,
+) -> dict[str, float]:
     """Write the EMA generator (BatchNorm re-estimated) and return its test L1 numbers."""
-    final = copy.deepcopy(models.G_ema)
+    final = to_plain_batchnorm(copy.deepcopy(models.G_ema))  # rank 0 runs it alone
     sampler.set_epoch(cfg.epochs)
     recompute_bn_stats(final, loader, cfg, cfg.bn_batches)
     with atomic_path(paths.generator) as tmp:

@@ -144,6 +144,10 @@ def test_clear_errors(model_path, tmp_path, caplog):
         caplog, [tmp_path / "mine.png", "--model", tmp_path / "other.pt"], "not a spade-anime"
     )
     expect_error(caplog, [tmp_path / "empty", *m], "holds no images")
+    (tmp_path / "twins").mkdir()
+    for name in ("a.png", "a.jpg"):
+        save_png(tmp_path / "twins" / name, hand_drawn_rough())
+    expect_error(caplog, [tmp_path / "twins", *m], "clash")
     expect_error(caplog, [tmp_path / "bad.png", *m], "cannot read image")
     expect_error(caplog, [tmp_path / "missing.png", *m], "does not exist")
     expect_error(caplog, [tmp_path / "mine.png", *m, "--style", tmp_path / "mine.png"], "use_vae")

@@ -61,6 +61,8 @@ def test_16bit_is_scaled_not_clipped():
     arr = np.array([[0, 32896, 65535]], dtype=np.uint16)
     out = decode_rgb(png_bytes(Image.fromarray(arr)))
     assert out[0, :, 0].tolist() == [0, 128, 255]
+    dark = np.array([[0, 255]], dtype=np.uint16)  # a dark 16-bit image stays dark
+    assert decode_rgb(png_bytes(Image.fromarray(dark)))[0, :, 0].tolist() == [0, 1]
 
 
 def test_jpeg_decodes():

@@ -82,6 +82,22 @@ def test_odd_and_corrupt_files_are_skipped_and_reported(image_folder, tmp_path):
     assert {"gray.png", "rgba.png"} <= set(manifest.path)
 
 
+def test_broken_zip_entry_is_skipped(image_folder, tmp_path):
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in sorted(image_folder.rglob("*.png")):
+            z.write(p, p.relative_to(image_folder).as_posix())
+    data = bytearray(archive.read_bytes())
+    first = zipfile.ZipFile(archive).infolist()[0]
+    offset = first.header_offset + 30 + len(first.filename) + 10
+    data[offset] ^= 0xFF  # corrupt one byte of the first entry: its CRC no longer matches
+    archive.write_bytes(bytes(data))
+    train, test, _, report = run_sample(archive, tmp_path / "o", n_images=11)
+    assert len(train) + len(test) == 11
+    assert [s["path"] for s in report["skipped"]] == [first.filename]
+    assert "BadZipFile" in report["skipped"][0]["reason"]
+
+
 def test_too_few_valid_images_fails_with_both_counts(image_folder, tmp_path):
     (image_folder / "junk.bin").write_bytes(b"\x00" * 10)
     with pytest.raises(UserError, match=r"n_images = 13 but only 12 valid images"):

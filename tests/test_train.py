@@ -88,6 +88,21 @@ def test_tiny_run_learns_and_writes_every_output(pair_data, tmp_path):
     assert fake.shape == (1, 3, 32, 32) and torch.isfinite(fake).all()
 
 
+def test_interrupted_export_is_redone_without_retraining(pair_data, tmp_path):
+    paths = paths_in(tmp_path, pair_data)
+    cfg = TrainConfig(**TINY)
+    train(cfg, DistEnv(), paths, RECIPE)
+    first = torch.load(paths.generator, weights_only=True)["state_dict"]
+    ckpt = torch.load(paths.checkpoint, weights_only=True)
+    torch.save(ckpt | {"finished": False}, paths.checkpoint)  # as if killed during the export
+    paths.generator.unlink()
+    result = train(cfg, DistEnv(), paths, RECIPE)
+    assert result.steps == ckpt["step"] == 12
+    again = torch.load(paths.generator, weights_only=True)["state_dict"]
+    assert state_dicts_equal(first, again)
+    assert torch.load(paths.checkpoint, weights_only=True)["finished"]
+
+
 def test_vae_run_logs_kl(pair_data, tmp_path):
     paths = paths_in(tmp_path, pair_data)
     train(
@@ -123,23 +138,29 @@ def fake_checkpoint(path: Path, ident: dict, *, finished: bool) -> None:
     torch.save({"step": 5, "total_steps": 12, "finished": finished, "identity": ident}, path)
 
 
+DATA = {"image_size": 32, "n_train": 24, "recipe": RECIPE, "manifest": None}
+
+
 def test_checkpoint_compatibility_rules(tmp_path):
     cfg = TrainConfig(**TINY)
-    ident = checkpoint_identity(cfg, 32)
+    ident = checkpoint_identity(cfg, DATA)
     path = tmp_path / "checkpoint.pt"
     assert load_resumable_checkpoint(path, ident) is None  # none yet
     fake_checkpoint(path, ident, finished=True)
     assert load_resumable_checkpoint(path, ident) is None  # finished: start a new run
     fake_checkpoint(path, ident, finished=False)
     assert load_resumable_checkpoint(path, ident)["step"] == 5
-    bookkeeping = checkpoint_identity(TrainConfig(**(TINY | {"log_every": 7})), 32)
+    bookkeeping = checkpoint_identity(TrainConfig(**(TINY | {"log_every": 7})), DATA)
     assert load_resumable_checkpoint(path, bookkeeping)["step"] == 5
-    wider = checkpoint_identity(TrainConfig(**(TINY | {"ngf": 8})), 32)
+    wider = checkpoint_identity(TrainConfig(**(TINY | {"ngf": 8})), DATA)
     with pytest.raises(UserError, match=r"ngf: 4 → 8.*networks differ.*rm "):
         load_resumable_checkpoint(path, wider)
-    faster = checkpoint_identity(TrainConfig(**(TINY | {"lr_g": 0.1})), 32)
+    faster = checkpoint_identity(TrainConfig(**(TINY | {"lr_g": 0.1})), DATA)
     with pytest.raises(UserError, match=r"lr_g: 0.002 → 0.1.*restore those parameters"):
         load_resumable_checkpoint(path, faster)
+    resampled = checkpoint_identity(cfg, DATA | {"n_train": 30})
+    with pytest.raises(UserError, match=r"n_train: 24 → 30"):
+        load_resumable_checkpoint(path, resampled)
     path.write_bytes(b"garbage")
     with pytest.raises(UserError, match="not a readable checkpoint"):
         load_resumable_checkpoint(path, ident)
