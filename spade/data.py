@@ -66,6 +66,11 @@ def to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
+def isolated_rng(device: torch.device):
+    """Run side work (grids, BN re-estimation, evaluation) without moving the training RNG."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 class ResumableSampler(Sampler[int]):
     """DistributedSampler that can start part-way into an epoch (to resume mid-epoch)."""
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from spade.data import to_model_range, to_uint8_hwc
+from spade.data import isolated_rng, to_model_range, to_uint8_hwc
 from spade.errors import UserError
 from spade.images import atomic_path, make_grid, save_png
 from spade.metrics import (
@@ -49,7 +49,7 @@ def generate_faces(
 ) -> None:
     """Fill `out` with G(rough) for every rough, batched, with a fixed seed for z and noise."""
     device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with isolated_rng(device):
         torch.manual_seed(seed)
         for start in tqdm(range(0, len(roughs), batch_size), desc="generate", unit="batch"):
             # np.array copies: the memory-mapped input is read-only

@@ -117,9 +117,9 @@ def atomic_path(path: Path | str):
             os.remove(tmp)
 
 
-def open_image_array(path: Path | str, count: int, size: int) -> np.memmap:
-    """Create an (count, size, size, 3) uint8 .npy file to be filled in place."""
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
+def open_image_array(path: Path | str, shape: tuple[int, ...]) -> np.memmap:
+    """Create an (N, H, W, 3) uint8 .npy file to be filled in place."""
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
 
 
 def load_image_array(path: Path | str) -> np.ndarray:

@@ -13,7 +13,6 @@ import json
 import logging
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +74,6 @@ class ImageSource:
             self._zip.close()
 
 
-@dataclass
-class SampleResult:
-    manifest: pd.DataFrame
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    candidates: int = 0
-
-
 def _draw(
     source: ImageSource, cfg: SampleConfig
 ) -> Iterator[tuple[str, bytes, np.ndarray] | tuple[str, str]]:
@@ -102,7 +94,7 @@ def _draw(
             yield name, str(e) if isinstance(e, UnreadableImage) else f"{type(e).__name__}: {e}"
 
 
-def sample_images(cfg: SampleConfig, out_dir: Path) -> SampleResult:
+def sample_images(cfg: SampleConfig, out_dir: Path) -> None:
     """Write train.npy, test.npy, manifest.csv and report.json into `out_dir`."""
     source = ImageSource(cfg.source)
     n_test, n_train = cfg.n_test, cfg.n_images - cfg.n_test
@@ -119,8 +111,8 @@ def sample_images(cfg: SampleConfig, out_dir: Path) -> SampleResult:
         atomic_path(out_dir / "train.npy") as train_path,
     ):
         arrays = {
-            "test": open_image_array(test_path, n_test, cfg.image_size),
-            "train": open_image_array(train_path, n_train, cfg.image_size),
+            "test": open_image_array(test_path, (n_test, cfg.image_size, cfg.image_size, 3)),
+            "train": open_image_array(train_path, (n_train, cfg.image_size, cfg.image_size, 3)),
         }
         bar = tqdm(total=cfg.n_images, desc="sample", unit="img")
         for item in _draw(source, cfg):
@@ -170,4 +162,3 @@ def sample_images(cfg: SampleConfig, out_dir: Path) -> SampleResult:
         log.warning(
             "skipped %d unreadable files (listed in %s)", len(skipped), out_dir / "report.json"
         )
-    return SampleResult(manifest=manifest, skipped=skipped, candidates=len(source.names))

@@ -37,7 +37,13 @@ from spade.checkpoint import (
     to_plain_batchnorm,
 )
 from spade.config import TrainConfig
-from spade.data import PairDataset, ResumableSampler, to_model_range, to_uint8_hwc
+from spade.data import (
+    PairDataset,
+    ResumableSampler,
+    isolated_rng,
+    to_model_range,
+    to_uint8_hwc,
+)
 from spade.dist import DistEnv, any_rank, barrier
 from spade.errors import UserError
 from spade.images import atomic_path, make_grid
@@ -243,7 +249,7 @@ def recompute_bn_stats(model: nn.Module, loader: DataLoader, cfg: TrainConfig, n
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches seen
     model.train()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with isolated_rng(device):
         for _, batch in zip(range(n), loader, strict=False):
             rough, real = prepare_batch(batch, cfg, device)
             model(rough, style=real)
@@ -254,7 +260,7 @@ def recompute_bn_stats(model: nn.Module, loader: DataLoader, cfg: TrainConfig, n
 def sample_grid(model: StyledGenerator, rough: torch.Tensor, real: torch.Tensor, seed: int):
     """rough | generated | real, with fixed z and noise."""
     device = rough.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with isolated_rng(device):
         torch.manual_seed(seed)
         fake, _, _ = model(rough)
     return make_grid([to_uint8_hwc(rough), to_uint8_hwc(fake), to_uint8_hwc(real)])
@@ -265,7 +271,7 @@ def test_l1(model: StyledGenerator, test: PairDataset, device: torch.device, see
     """Mean L1 (on [0, 1]) of generated faces and of the roughs themselves to the real faces."""
     loader = DataLoader(test, batch_size=32, shuffle=False)
     gen = base = 0.0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with isolated_rng(device):
         torch.manual_seed(seed)
         for rough_u8, real_u8 in loader:
             rough, real = to_model_range(rough_u8.to(device)), to_model_range(real_u8.to(device))

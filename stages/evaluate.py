@@ -3,8 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
-
 from spade.checkpoint import load_generator
 from spade.cli import run
 from spade.config import EvaluateConfig, FeaturesConfig, load_section
@@ -15,7 +13,7 @@ from spade.evaluate import (
     resolve_device,
     save_grid,
 )
-from spade.images import atomic_path, load_image_array
+from spade.images import atomic_path, load_image_array, open_image_array
 
 MODEL = Path("models/generator.pt")
 ROUGHS, REAL = Path("data/roughs/test.npy"), Path("data/sampled/test.npy")
@@ -32,7 +30,7 @@ def main() -> None:
     roughs, real = load_image_array(ROUGHS), load_image_array(REAL)
     OUT.mkdir(parents=True, exist_ok=True)
     with atomic_path(OUT / "generated.npy") as tmp:
-        generated = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=roughs.shape)
+        generated = open_image_array(tmp, roughs.shape)
         generate_faces(model, roughs, seed=cfg.seed, batch_size=cfg.batch_size, out=generated)
         generated.flush()
     generated = load_image_array(OUT / "generated.npy")

@@ -3,11 +3,9 @@
 import os
 from pathlib import Path
 
-import numpy as np
-
 from spade.cli import run
 from spade.config import RoughenConfig, load_section
-from spade.images import atomic_path, load_image_array
+from spade.images import atomic_path, load_image_array, open_image_array
 from spade.roughen import DEFAULT_CACHE_DIR, Recipe, RoughCache, roughen_array
 
 IN = Path("data/sampled")
@@ -22,7 +20,7 @@ def main() -> None:
     for split in ("train", "test"):
         images = load_image_array(IN / f"{split}.npy")
         with atomic_path(OUT / f"{split}.npy") as tmp:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=images.shape)
+            out = open_image_array(tmp, images.shape)
             roughen_array(
                 images,
                 out,
