@@ -23,8 +23,9 @@ import time
 import cv2
 import numpy as np
 
-from spade.demo import render_face
-from spade.roughen import Recipe, RoughCache, roughen_array
+from spade.config import Recipe
+from spade.roughen import RoughCache, roughen_array
+from spade.synthetic import render_face
 
 log = logging.getLogger("bench.roughen")
 
@@ -60,7 +61,13 @@ def main() -> None:
     cv2.setNumThreads(1)
     scale = 1.0 if args.seed_recipe else args.size / 256
     odd = lambda k: max(1, round(k * scale) | 1)  # noqa: E731
-    recipe = Recipe(odd(9), max(1.0, 52 * scale), 52.0, 1, odd(15))
+    recipe = Recipe(
+        median_before=odd(9),
+        spatial_radius=max(1.0, 52 * scale),
+        color_radius=52.0,
+        max_level=1,
+        median_after=odd(15),
+    )
     n_extra = max(1, args.n // 10)
     faces = np.stack([render_face(1, i, args.size) for i in range(args.n + n_extra)])
     images, cores = faces[: args.n], os.cpu_count() or 1

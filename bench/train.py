@@ -13,23 +13,29 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import replace
 
 import torch
 
 from spade.config import TrainConfig
 from spade.dist import DistEnv
-from spade.train import build_models, generator_config, train_step
+from spade.train import train_step
+from spade.train_state import build_train_state
 
 log = logging.getLogger("bench.train")
 
-DEMO_NETS = dict(ngf=16, spade_hidden=32, z_dim=64, ndf=16, n_layers_d=3, num_d=2)
-FULL_NETS = dict(ngf=64, spade_hidden=128, z_dim=256, ndf=64, n_layers_d=4, num_d=2)
+DEMO_NETS = {
+    "arch": {"ngf": 16, "spade_hidden": 32, "z_dim": 64},
+    "disc": {"ndf": 16, "n_layers": 3, "num_d": 2},
+}
+FULL_NETS = {
+    "arch": {"ngf": 64, "spade_hidden": 128, "z_dim": 256},
+    "disc": {"ndf": 64, "n_layers": 4, "num_d": 2},
+}
 
 
 def images_per_s(cfg: TrainConfig, size: int, device: torch.device, steps: int) -> float:
     torch.manual_seed(0)
-    models = build_models(cfg, generator_config(cfg, size), DistEnv(device=device))
+    state = build_train_state(cfg, size, DistEnv(device=device))
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     b = cfg.batch_size
     rough, real = (
@@ -37,19 +43,19 @@ def images_per_s(cfg: TrainConfig, size: int, device: torch.device, steps: int) 
         for _ in range(2)
     )
     for _ in range(2):  # warm-up (cudnn autotuning, allocator)
-        train_step(models, rough, real, cfg)
+        train_step(state, rough, real, cfg)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
     for _ in range(steps):
-        train_step(models, rough, real, cfg)
+        train_step(state, rough, real, cfg)
     sync()
     return steps * b / (time.perf_counter() - t0)
 
 
 def compare(label: str, base: TrainConfig, size: int, device: torch.device, steps: int) -> None:
-    plain = replace(base, channels_last=False, amp=False)
-    fast = replace(base, channels_last=True, amp=True)
+    plain = base.model_copy(update={"channels_last": False, "amp": False})
+    fast = base.model_copy(update={"channels_last": True, "amp": True})
     r_plain = images_per_s(plain, size, device, steps)
     r_fast = images_per_s(fast, size, device, steps)
     fast_name = ("bf16 autocast + " if device.type == "cuda" else "") + "channels_last"

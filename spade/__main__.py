@@ -1,4 +1,4 @@
-"""Command line: `python -m spade generate …` (or the `spade` script) and `spade export …`."""
+"""Command line: `python -m spade generate …` (or the `spade` script), `export` and `check`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,25 @@ import logging
 import sys
 from pathlib import Path
 
-from spade.cli import run
+from spade.config import MAX_SEED
+from spade.console import run
 
 log = logging.getLogger("spade")
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is not in 0..{MAX_SEED}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
+    from spade.generate import MAX_INTERPOLATE
+
     p = argparse.ArgumentParser(prog="spade", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -21,16 +34,16 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--model", type=Path, default=Path("models/generator.pt"))
     g.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
     g.add_argument("--roughen", action="store_true", help="roughen ordinary pictures first")
-    g.add_argument("--seed", type=int, default=0, help="seed of z and the noise")
+    g.add_argument("--seed", type=_seed, default=0, help=f"style seed, 0..{MAX_SEED}")
     g.add_argument("--style", type=Path, help="take z from this reference face (needs use_vae)")
     g.add_argument(
         "--interpolate",
         type=int,
         default=0,
         metavar="K",
-        help="write a strip of K faces from --seed to --seed-to",
+        help=f"write a strip of K faces (2..{MAX_INTERPOLATE}) from --seed to --seed-to",
     )
-    g.add_argument("--seed-to", type=int, help="end seed of --interpolate (default: seed+1)")
+    g.add_argument("--seed-to", type=_seed, help="end seed of --interpolate (default: seed+1)")
     g.add_argument("--save-rough", action="store_true", help="also write the rough used")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
@@ -38,23 +51,33 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("array", type=Path, help="e.g. data/roughs/test.npy")
     e.add_argument("out", type=Path, help="output folder")
     e.add_argument("--limit", type=int, help="only the first N images")
+
+    c = sub.add_parser("check", help="validate params.yaml (every section) and exit")
+    c.add_argument("params", type=Path, nargs="?", default=Path("params.yaml"))
     return p
 
 
 def _generate(args: argparse.Namespace) -> None:
     from spade.checkpoint import load_generator
+    from spade.devices import resolve_device
     from spade.errors import UserError
-    from spade.evaluate import resolve_device
-    from spade.generate import FaceGenerator, GenerateOptions, generate, list_inputs
+    from spade.generate import (
+        MAX_INTERPOLATE,
+        FaceGenerator,
+        GenerateOptions,
+        generate,
+        list_inputs,
+    )
 
-    if args.interpolate == 1 or args.interpolate < 0:
-        raise UserError("--interpolate K needs K >= 2")
+    if args.interpolate and not 2 <= args.interpolate <= MAX_INTERPOLATE:
+        raise UserError(f"--interpolate K needs K >= 2 and K <= {MAX_INTERPOLATE}")
     if args.style and args.interpolate:
         raise UserError("--style and --interpolate cannot be combined")
+    if args.seed_to is None and args.seed == MAX_SEED and args.interpolate:
+        raise UserError(f"--interpolate from --seed {MAX_SEED} needs an explicit --seed-to")
     inputs = list_inputs(args.input)
     device = resolve_device(args.device)
-    model, state = load_generator(args.model, device)
-    gen = FaceGenerator(model, state["recipe"], device)
+    model, recipe = load_generator(args.model, device)
     opts = GenerateOptions(
         seed=args.seed,
         roughen=args.roughen,
@@ -63,20 +86,28 @@ def _generate(args: argparse.Namespace) -> None:
         seed_to=args.seed_to,
         save_rough=args.save_rough,
     )
-    written = generate(gen, inputs, args.out, opts)
+    written = generate(FaceGenerator(model, recipe, device), inputs, args.out, opts)
     log.info("wrote %d file(s) to %s", len(written), args.out)
 
 
-def _export(args: argparse.Namespace) -> None:
+def _export_pngs(args: argparse.Namespace) -> None:
     from spade.images import export_pngs
 
     n = export_pngs(args.array, args.out, args.limit)
     log.info("wrote %d PNG files to %s", n, args.out)
 
 
+def _check(args: argparse.Namespace) -> None:
+    from spade.config import load_params
+
+    load_params(args.params)
+    log.info("%s: every section is valid", args.params)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    run(lambda: {"generate": _generate, "export": _export}[args.command](args))
+    commands = {"generate": _generate, "export": _export_pngs, "check": _check}
+    run(lambda: commands[args.command](args))
 
 
 if __name__ == "__main__":

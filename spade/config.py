@@ -1,151 +1,273 @@
-"""Typed, validated configs: one frozen dataclass per stage, built from its `params.yaml` section.
+"""Typed parameters: one pydantic model per `params.yaml` section and per nested concept.
 
-Every field declares its legal values in `field(metadata=...)`; `parse_section` rejects unknown
-keys, wrong types and out-of-range values before any work starts, naming the key and what is
-legal. Stages call `load_section("train", TrainConfig)`.
+`load_params()` validates the whole file at once (every stage calls it, so a bad value anywhere
+stops the first stage before it does any work). Unknown sections and keys, wrong types and
+out-of-range values fail with one line that names the key, the value and what is legal, e.g.
+`params.yaml: sample.image_size = 100 is not legal; expected an integer >= 32, <= 512, a power of
+two`. Models also validate when code builds them directly (`TrainConfig(batch_size=0)` raises).
+
+`SPEED_KEYS` of a section lists the keys that only change speed or logging: every other key can
+change a data, model or metrics output, and is therefore a dependency of the stages that read it
+(`tests/test_stage_deps.py` holds `dvc.yaml` to exactly that).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
+import re
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal
 
+import annotated_types as at
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+from pydantic_core import core_schema
 
 from spade.errors import UserError
 
-T = TypeVar("T")
+# --------------------------------------------------------------------------- value types
+
+# YAML 1.1 (PyYAML) reads `1e-4` as a string; YAML 1.2 and DVC's `-S` read it as a number.
+_YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
-def _meta(
-    *,
-    lo: float | None = None,
-    hi: float | None = None,
-    lo_open: bool = False,
-    odd: bool = False,
-    pow2: bool = False,
-    doc: str = "",
-) -> dict[str, Any]:
-    return {"lo": lo, "hi": hi, "lo_open": lo_open, "odd": odd, "pow2": pow2, "doc": doc}
+def _number(value: Any) -> Any:
+    """Accept ints, floats and numbers written as strings (`1e-4`); refuse bools."""
+    if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("not a number")
+    return float(value)
 
 
-def opt(default: Any, **constraints: Any) -> Any:
-    """A dataclass field with a default and its legal range (see `_meta`)."""
-    return field(default=default, metadata=_meta(**constraints))
+@dataclass(frozen=True)
+class Rule:
+    """A named constraint beyond ranges (shown in messages as `text`)."""
+
+    text: str
+    holds: Callable[[Any], bool]
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        def check(value: Any) -> Any:
+            if not self.holds(value):
+                raise ValueError(f"not {self.text}")
+            return value
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
 
 
-def _legal(f: dataclasses.Field, hint: Any) -> str:
-    """Human-readable description of a field's legal values."""
-    if typing.get_origin(hint) is Literal:
-        return "one of " + ", ".join(repr(c) for c in typing.get_args(hint))
-    m = f.metadata or _meta()
-    parts = [_type_name(hint)]
-    if m["lo"] is not None:
-        parts.append(f"{'>' if m['lo_open'] else '>='} {m['lo']}")
-    if m["hi"] is not None:
-        parts.append(f"<= {m['hi']}")
-    if m["odd"]:
-        parts.append("odd")
-    if m["pow2"]:
-        parts.append("a power of two")
-    return " ".join(parts[:1]) + (" " + ", ".join(parts[1:]) if len(parts) > 1 else "")
+ODD = Rule("odd", lambda v: v % 2 == 1)
+POWER_OF_TWO = Rule("a power of two", lambda v: v > 0 and v & (v - 1) == 0)
+
+Number = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)]
+Integer = Annotated[int, Strict()]
+Flag = Annotated[bool, Strict()]
+Text = Annotated[str, Strict()]
+# Seeds feed numpy, torch, DistributedSampler (seed + epoch) and per-rank offsets: 31 bits
+# leave room for all of them on every platform.
+MAX_SEED = 2**31 - 1
+Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
+Beta = Annotated[float, BeforeValidator(_number), Field(ge=0.0, lt=1.0)]
 
 
-def _type_name(hint: Any) -> str:
-    if _is_optional(hint):
-        return _type_name(_strip_optional(hint)) + " or null"
-    if typing.get_origin(hint) is tuple:
-        return "list of " + " ".join(_type_name(a) for a in typing.get_args(hint)[:1])
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
-        hint, str(hint)
-    )
+class Section(BaseModel):
+    """Base of every params model: frozen, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    SPEED_KEYS: ClassVar[frozenset[str]] = frozenset()
+
+    def output_params(self) -> dict[str, Any]:
+        """The keys (dotted, nested ones flattened) that can change an output, with values."""
+        return {
+            k: v
+            for k, v in flatten(self.model_dump()).items()
+            if k.split(".")[0] not in self.SPEED_KEYS
+        }
 
 
-def _is_optional(hint: Any) -> bool:
-    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in (
-        typing.get_args(hint)
-    )
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'arch': {'ngf': 4}} → {'arch.ngf': 4}; tuples become lists (JSON form)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
-def _strip_optional(hint: Any) -> Any:
-    (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
-    return inner
+# --------------------------------------------------------------------------- sections
 
 
-def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
-    """Return (ok, value converted to the field's type)."""
-    if _is_optional(hint):
-        return (True, None) if value is None else _coerce(value, _strip_optional(hint))
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return value in typing.get_args(hint), value
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            return False, value
-        converted = [_coerce(v, a) for v, a in zip(value, args, strict=True)]
-        return all(ok for ok, _ in converted), tuple(v for _, v in converted)
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return ok and math.isfinite(value), float(value) if ok else value
-    if hint is str:
-        return isinstance(value, str) and value != "", value
-    raise TypeError(f"unsupported config type {hint}")
+class DemoConfig(Section):
+    """`demo`: the procedurally drawn default dataset (`spade.synthetic`)."""
+
+    count: Integer = Field(1200, ge=1, le=1_000_000)
+    size: Integer = Field(128, ge=32, le=512)
+    seed: Seed = 0
 
 
-def _in_range(value: Any, m: dict[str, Any]) -> bool:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return True
-    if m["lo"] is not None and (value <= m["lo"] if m["lo_open"] else value < m["lo"]):
-        return False
-    if m["hi"] is not None and value > m["hi"]:
-        return False
-    if m["odd"] and value % 2 != 1:
-        return False
-    return not (m["pow2"] and (value < 1 or value & (value - 1)))
+class SampleConfig(Section):
+    """`sample`: a deterministic train/test sample of a folder or .zip of images."""
 
+    source: Text = Field("data/demo/faces.zip", min_length=1)
+    n_images: Integer = Field(1200, ge=2)
+    test_fraction: Number = Field(0.1, gt=0.0, le=0.5)
+    image_size: Annotated[Integer, POWER_OF_TWO] = Field(64, ge=32, le=512)
+    seed: Seed = 0
 
-def parse_section(section: str, raw: Any, cls: type[T]) -> T:
-    """Build `cls` from one params.yaml section, failing fast with the key and its legal values."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UserError(f"params.yaml: section '{section}' must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise UserError(
-            f"params.yaml: unknown key {section}.{unknown[0]}; "
-            f"legal keys in '{section}': {', '.join(sorted(fields))}"
-        )
-    values = {}
-    for name, value in raw.items():
-        f = fields[name]
-        ok, converted = _coerce(value, hints[name])
-        if not ok or not _in_range(converted, f.metadata or _meta()):
+    @property
+    def n_test(self) -> int:
+        return round(self.n_images * self.test_fraction)
+
+    def model_post_init(self, _context: Any) -> None:
+        if not 1 <= self.n_test < self.n_images:
             raise UserError(
-                f"params.yaml: {section}.{name} = {value!r} is not legal; "
-                f"expected {_legal(f, hints[name])}"
+                f"params.yaml: sample.test_fraction = {self.test_fraction} with sample.n_images"
+                f" = {self.n_images} gives {self.n_test} test images; need 1 <= n_test < n_images"
             )
-        values[name] = converted
-    obj = cls(**values)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        check()
-    return obj
 
 
-def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
+class Recipe(Section):
+    """`roughen.recipe`: RGB2HSV → medianBlur → pyrMeanShiftFiltering → medianBlur → HSV2RGB.
+
+    Saved in the model file, so `spade generate --roughen` roughens exactly as training did.
+    """
+
+    median_before: Annotated[Integer, ODD] = Field(9, ge=1, le=255)
+    spatial_radius: Number = Field(52.0, gt=0.0, le=1000.0)
+    color_radius: Number = Field(52.0, gt=0.0, le=1000.0)
+    max_level: Integer = Field(1, ge=0, le=8)
+    median_after: Annotated[Integer, ODD] = Field(15, ge=1, le=255)
+
+
+class RoughenConfig(Section):
+    """`roughen`: the recipe (a dependency) and how fast to run it (not dependencies)."""
+
+    SPEED_KEYS: ClassVar[frozenset[str]] = frozenset({"n_jobs", "batch_size"})
+
+    recipe: Recipe = Recipe()
+    n_jobs: Integer = Field(-1, ge=-1)
+    batch_size: Integer = Field(32, ge=1)
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.n_jobs == 0:
+            raise UserError(
+                "params.yaml: roughen.n_jobs = 0 is not legal; use -1 (all cores) or >= 1"
+            )
+
+
+class GeneratorArch(Section):
+    """`train.arch`: the generator's architecture, saved in the model file to rebuild it."""
+
+    ngf: Integer = Field(64, ge=1)
+    spade_hidden: Integer = Field(128, ge=1)
+    z_dim: Integer = Field(256, ge=1)
+    noise: Flag = True
+    use_vae: Flag = False
+    nef: Integer = Field(64, ge=1)
+
+
+class DiscriminatorArch(Section):
+    """`train.disc`: `num_d` PatchGANs of `n_layers` layers at full, ½, ¼… resolution."""
+
+    ndf: Integer = Field(64, ge=1)
+    num_d: Integer = Field(2, ge=1, le=4)
+    n_layers: Integer = Field(4, ge=1, le=6)
+
+
+class TrainConfig(Section):
+    """`train`: networks, losses, optimisation and the loop."""
+
+    SPEED_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"num_workers", "log_every", "ckpt_every", "n_samples"}
+    )
+
+    arch: GeneratorArch = GeneratorArch()
+    disc: DiscriminatorArch = DiscriminatorArch()
+    # losses
+    lambda_gan: Number = Field(1.0, ge=0.0)
+    lambda_fm: Number = Field(10.0, ge=0.0)
+    lambda_l1: Number = Field(100.0, ge=0.0)
+    lambda_vgg: Number = Field(10.0, ge=0.0)
+    lambda_kl: Number = Field(0.05, ge=0.0)
+    # optimisation
+    lr_g: Number = Field(1e-4, gt=0.0)
+    lr_d: Number = Field(4e-4, gt=0.0)
+    betas: tuple[Beta, Beta] = (0.0, 0.9)
+    decay_epochs: Integer = Field(0, ge=0)
+    ema_decay: Number = Field(0.999, ge=0.0, le=1.0)
+    batch_size: Integer = Field(4, ge=1)  # the global batch, split over `nproc` processes
+    epochs: Integer = Field(37, ge=1)
+    seed: Seed = 0
+    flip: Flag = True
+    bn_batches: Integer = Field(20, ge=0)  # batches to re-estimate BatchNorm before export
+    # hardware: each can change the numbers (bf16, memory layout, BatchNorm per process)
+    amp: Flag = True
+    channels_last: Flag = True
+    nproc: Integer = Field(1, ge=1)
+    # speed and logging only
+    num_workers: Integer = Field(2, ge=0)
+    log_every: Integer = Field(50, ge=1)
+    ckpt_every: Integer = Field(1000, ge=1)
+    n_samples: Integer = Field(8, ge=1, le=64)
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.decay_epochs > self.epochs:
+            raise UserError(
+                f"params.yaml: train.decay_epochs = {self.decay_epochs} exceeds train.epochs"
+                f" = {self.epochs}; legal values are 0..epochs"
+            )
+        if self.arch.use_vae and self.lambda_kl == 0:
+            raise UserError("params.yaml: train.arch.use_vae needs train.lambda_kl > 0")
+        if self.batch_size % self.nproc:
+            legal = [b for b in range(self.nproc, 4 * self.nproc + 1, self.nproc)]
+            raise UserError(
+                f"params.yaml: train.batch_size = {self.batch_size} is not legal with train.nproc"
+                f" = {self.nproc}; it is the global batch, split evenly over the processes: "
+                f"use a multiple of {self.nproc} ({', '.join(map(str, legal))}, …)"
+            )
+
+    @property
+    def batch_per_process(self) -> int:
+        return self.batch_size // self.nproc
+
+
+class FeaturesConfig(Section):
+    """`features`: Inception features of the real test images (the FID reference)."""
+
+    batch_size: Integer = Field(32, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class EvaluateConfig(Section):
+    """`evaluate`: generate the test faces, then FID, KID and paired metrics."""
+
+    seed: Seed = 0
+    batch_size: Integer = Field(32, ge=1)
+    kid_subsets: Integer = Field(100, ge=1)
+    kid_subset_size: Integer = Field(1000, ge=2)
+    grid_rows: Integer = Field(8, ge=1, le=64)
+
+
+class Params(Section):
+    """The whole `params.yaml`: one section per stage; a missing section takes its defaults."""
+
+    demo: DemoConfig = DemoConfig()
+    sample: SampleConfig = SampleConfig()
+    roughen: RoughenConfig = RoughenConfig()
+    train: TrainConfig = TrainConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate the whole params file (cheap: every stage does it first)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found: run from the repository root")
@@ -153,153 +275,87 @@ def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise UserError(f"{path} is not valid YAML: {e}") from e
+    return parse_params(data, path.name)
+
+
+def parse_params(data: Any, source: str = "params.yaml") -> Params:
     if not isinstance(data, dict):
-        raise UserError(f"{path} must be a mapping of stage sections")
-    return data
+        raise UserError(f"{source} must be a mapping of stage sections, got {data!r}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        raise UserError(f"{source}: {explain(Params, e.errors()[0])}") from None
 
 
-def load_section(section: str, cls: type[T], path: Path | str = "params.yaml") -> T:
-    return parse_section(section, load_params(path).get(section), cls)
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain-JSON form of a config (tuples become lists), for checkpoints and metrics files."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-
-
-# --------------------------------------------------------------------------- stage configs
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """`demo`: the procedurally drawn default dataset."""
-
-    count: int = opt(1200, lo=1, hi=1_000_000)
-    size: int = opt(128, lo=32, hi=512)
-    seed: int = opt(0, lo=0)
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    """`sample`: draw a deterministic train/test sample from a folder or .zip of images."""
-
-    source: str = "data/demo/faces.zip"
-    n_images: int = opt(1200, lo=2)
-    test_fraction: float = opt(0.1, lo=0.0, hi=0.5, lo_open=True)
-    image_size: int = opt(64, lo=32, hi=512, pow2=True)
-    seed: int = opt(0, lo=0)
-
-    def check(self) -> None:
-        n_test = self.n_test
-        if n_test < 1 or n_test >= self.n_images:
-            raise UserError(
-                f"params.yaml: sample.test_fraction = {self.test_fraction} with sample.n_images"
-                f" = {self.n_images} gives {n_test} test images; need 1 <= n_test < n_images"
+def explain(model: type[BaseModel], error: Any) -> str:
+    """One line for a pydantic error: the dotted key, the bad value and what is legal."""
+    loc = error["loc"]
+    *parents, leaf = loc
+    owner = _model_at(model, tuple(parents))
+    where = ".".join(str(p) for p in parents)
+    if error["type"] == "extra_forbidden":
+        if not parents:
+            return (
+                f"unknown section '{leaf}'; legal sections: {', '.join(sorted(owner.model_fields))}"
             )
-
-    @property
-    def n_test(self) -> int:
-        return round(self.n_images * self.test_fraction)
-
-
-@dataclass(frozen=True)
-class RoughenConfig:
-    """`roughen`: the seed recipe (see `spade.roughen`); every number is a parameter."""
-
-    median_before: int = opt(9, lo=1, hi=255, odd=True)
-    spatial_radius: float = opt(52.0, lo=0.0, hi=1000.0, lo_open=True)
-    color_radius: float = opt(52.0, lo=0.0, hi=1000.0, lo_open=True)
-    max_level: int = opt(1, lo=0, hi=8)
-    median_after: int = opt(15, lo=1, hi=255, odd=True)
-    n_jobs: int = opt(-1, lo=-1)
-    batch_size: int = opt(32, lo=1)
-
-    def check(self) -> None:
-        if self.n_jobs == 0:
-            raise UserError(
-                "params.yaml: roughen.n_jobs = 0 is not legal; use -1 (all cores) or >= 1"
-            )
+        legal = ", ".join(sorted(owner.model_fields))
+        return f"unknown key {where}.{leaf}; legal keys in '{where}': {legal}"
+    if isinstance(leaf, int) and error["type"] == "missing":  # a tuple that is too short
+        *parents, leaf = parents
+        owner, where = _model_at(model, tuple(parents)), ".".join(str(p) for p in parents)
+    elif isinstance(leaf, int):  # an element of a tuple field, e.g. train.betas[1]
+        field = _model_at(model, tuple(parents[:-1])).model_fields[parents[-1]]
+        hint = typing.get_args(field.annotation)[leaf]
+        return f"{where}[{leaf}] = {error['input']!r} is not legal; expected {describe(hint, [])}"
+    field = owner.model_fields[leaf]
+    key = f"{where}.{leaf}" if where else str(leaf)
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+        return f"section '{key}' must be a mapping, got {error['input']!r}"
+    legal = describe(field.annotation, field.metadata)
+    return f"{key} = {error['input']!r} is not legal; expected {legal}"
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """`train`: SPADE generator, multi-scale PatchGAN discriminator, losses and the loop."""
-
-    # architecture (changing any of these makes an old checkpoint incompatible)
-    ngf: int = opt(64, lo=1)
-    spade_hidden: int = opt(128, lo=1)
-    z_dim: int = opt(256, lo=1)
-    noise: bool = True
-    use_vae: bool = False
-    nef: int = opt(64, lo=1)
-    ndf: int = opt(64, lo=1)
-    num_d: int = opt(2, lo=1, hi=4)
-    n_layers_d: int = opt(4, lo=1, hi=6)
-    # losses
-    lambda_gan: float = opt(1.0, lo=0.0)
-    lambda_fm: float = opt(10.0, lo=0.0)
-    lambda_l1: float = opt(100.0, lo=0.0)
-    lambda_vgg: float = opt(10.0, lo=0.0)
-    lambda_kl: float = opt(0.05, lo=0.0)
-    # optimisation
-    lr_g: float = opt(1e-4, lo=0.0, lo_open=True)
-    lr_d: float = opt(4e-4, lo=0.0, lo_open=True)
-    betas: tuple[float, float] = (0.0, 0.9)
-    decay_epochs: int = opt(0, lo=0)
-    ema_decay: float = opt(0.999, lo=0.0, hi=1.0)
-    batch_size: int = opt(4, lo=1)
-    epochs: int = opt(37, lo=1)
-    seed: int = opt(0, lo=0)
-    flip: bool = True
-    # hardware
-    amp: bool = True
-    channels_last: bool = True
-    nproc: int = opt(1, lo=1)
-    # bookkeeping: does not change the numbers a run produces; may change when resuming
-    num_workers: int = opt(2, lo=0)
-    log_every: int = opt(50, lo=1)
-    ckpt_every: int = opt(1000, lo=1)
-    bn_batches: int = opt(20, lo=0)
-    n_samples: int = opt(8, lo=1, hi=64)
-
-    def check(self) -> None:
-        for i, b in enumerate(self.betas):
-            if not 0.0 <= b < 1.0:
-                raise UserError(
-                    f"params.yaml: train.betas[{i}] = {b} is not legal; need 0 <= b < 1"
-                )
-        if self.decay_epochs > self.epochs:
-            raise UserError(
-                f"params.yaml: train.decay_epochs = {self.decay_epochs} exceeds train.epochs"
-                f" = {self.epochs}; legal values are 0..epochs"
-            )
-        if self.use_vae and self.lambda_kl == 0:
-            raise UserError("params.yaml: train.use_vae needs train.lambda_kl > 0")
+def _model_at(model: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel]:
+    for name in path:
+        model = model.model_fields[name].annotation
+    return model
 
 
-# Keys that neither change the networks nor the numbers a run produces.
-TRAIN_BOOKKEEPING_KEYS = frozenset(
-    {"num_workers", "log_every", "ckpt_every", "bn_batches", "n_samples"}
-)
-TRAIN_ARCH_KEYS = frozenset(
-    {"ngf", "spade_hidden", "z_dim", "noise", "use_vae", "nef", "ndf", "num_d", "n_layers_d"}
-)
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}
 
 
-@dataclass(frozen=True)
-class FeaturesConfig:
-    """`features`: Inception features of the real test images (the FID reference)."""
+def describe(hint: Any, metadata: list[Any]) -> str:
+    """Legal values of a field, e.g. 'an integer >= 1, <= 255, odd'."""
+    if typing.get_origin(hint) is Annotated:
+        base, *extra = typing.get_args(hint)
+        return describe(base, [*extra, *metadata])
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(c) for c in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        return f"a list of {len(args)}: " + ", ".join(describe(a, []) for a in args)
+    parts = []
+    for m in _constraints(metadata):
+        if isinstance(m, at.Ge):
+            parts.append(f">= {m.ge}")
+        elif isinstance(m, at.Gt):
+            parts.append(f"> {m.gt}")
+        elif isinstance(m, at.Le):
+            parts.append(f"<= {m.le}")
+        elif isinstance(m, at.Lt):
+            parts.append(f"< {m.lt}")
+        elif isinstance(m, Rule):
+            parts.append(m.text)
+    name = _TYPE_NAMES.get(hint, str(hint))
+    if any(isinstance(m, at.MinLen) and m.min_length == 1 for m in _constraints(metadata)):
+        name = name.replace("a ", "a non-empty ", 1)
+    return name + (" " + ", ".join(parts) if parts else "")
 
-    batch_size: int = opt(32, lo=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """`evaluate`: generate the test faces, then FID, KID and paired metrics."""
-
-    seed: int = opt(0, lo=0)
-    batch_size: int = opt(32, lo=1)
-    kid_subsets: int = opt(100, lo=1)
-    kid_subset_size: int = opt(1000, lo=2)
-    grid_rows: int = opt(8, lo=1, hi=64)
+def _constraints(metadata: list[Any]) -> list[Any]:
+    """Flatten pydantic's FieldInfo objects (from `Field(...)` in Annotated) into constraints."""
+    out = []
+    for m in metadata:
+        inner = getattr(m, "metadata", None)
+        out.extend(_constraints(inner) if isinstance(inner, list) else [m])
+    return out

@@ -1,4 +1,5 @@
-"""Paired (rough, image) data read from the packed .npy arrays of the data stages."""
+"""Paired (rough, image) data from the data stages' packed arrays, and the one conversion between
+uint8 images and model tensors."""
 
 from __future__ import annotations
 
@@ -13,8 +14,26 @@ from spade.errors import UserError
 from spade.images import load_image_array
 
 
+def to_model(
+    images: np.ndarray | torch.Tensor,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """uint8 (B, H, W, 3) images → float (B, 3, H, W) in [-1, 1] on `device`."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.array(images))  # a copy: memory-mapped arrays are read-only
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    return x.float().div_(127.5).sub_(1.0).contiguous(memory_format=memory_format)
+
+
+def to_images(x: torch.Tensor) -> np.ndarray:
+    """float [-1, 1] (B, 3, H, W) → uint8 (B, H, W, 3) on the CPU."""
+    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
 class PairDataset(Dataset):
-    """Item i is (rough, image) as uint8 CHW tensors; scaling happens on the device.
+    """Item i is (rough, image) as uint8 (H, W, 3) tensors; scaling happens on the device.
 
     The arrays are memory-mapped lazily in each worker, so DataLoader workers share the page
     cache instead of pickling the whole dataset.
@@ -39,40 +58,26 @@ class PairDataset(Dataset):
         return self.shape[1]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(roughs, images), memory-mapped."""
         if self._arrays is None:
             self._arrays = tuple(load_image_array(p) for p in self.paths)
         return self._arrays
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         roughs, images = self.arrays()
-        return _chw(roughs[i]), _chw(images[i])
+        return torch.from_numpy(np.array(roughs[i])), torch.from_numpy(np.array(images[i]))
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_arrays": None}
 
 
-def _chw(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1)  # copy: memmaps are read-only
-
-
-def to_model_range(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] → float [-1, 1]."""
-    return x.float().div_(127.5).sub_(1.0)
-
-
-def to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
-    """float [-1, 1] (B, 3, H, W) → uint8 (B, H, W, 3) on the CPU."""
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
-def isolated_rng(device: torch.device):
-    """Run side work (grids, BN re-estimation, evaluation) without moving the training RNG."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-
-
 class ResumableSampler(Sampler[int]):
-    """DistributedSampler that can start part-way into an epoch (to resume mid-epoch)."""
+    """DistributedSampler that can start part-way into an epoch (to resume mid-epoch).
+
+    Rank r takes every world_size-th index of one seeded permutation, so with a per-process batch
+    of batch_size / world_size the ranks' batches of step s together are exactly the global batch
+    a single process would take at step s.
+    """
 
     def __init__(self, dataset: Dataset, *, rank: int, world_size: int, seed: int):
         self.inner = DistributedSampler(
@@ -81,6 +86,7 @@ class ResumableSampler(Sampler[int]):
         self.start = 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """`start`: how many of this rank's indices of the epoch to skip."""
         self.inner.set_epoch(epoch)
         self.start = start
 

@@ -2,6 +2,9 @@
 
 Rank 0 alone logs, writes checkpoints, models and metrics; every other module asks `env.is_main`.
 CUDA runs use NCCL, CPU runs use gloo (so the tests can run two processes without a GPU).
+`train.batch_size` is the global batch: each process takes `batch_size / world_size` of it, and
+every process draws the random numbers of the whole batch (`stream`), so the steps, schedule and
+samples are those of a one-process run.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from spade.networks import RandomStream
 
 
 @dataclass(frozen=True)
 class DistEnv:
     rank: int = 0
-    local_rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
@@ -28,29 +33,41 @@ class DistEnv:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def stream(self) -> RandomStream:
+        """The global RNG, sharded: this process's slice of the global batch's numbers."""
+        return RandomStream(shard=self.rank, num_shards=self.world_size)
+
 
 def init_distributed() -> DistEnv:
     """Read torchrun's environment; start the process group when there is more than one rank."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+    return DistEnv(rank=rank, world_size=world_size, device=device)
 
 
-def any_rank(flag: bool, env: DistEnv) -> bool:
-    """True on every rank if `flag` is true on any rank (so all ranks stop at the same step)."""
+def mean_over_ranks(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Average a tensor over all ranks (one all-reduce); itself in one process."""
     if not env.distributed:
-        return flag
-    t = torch.tensor([int(flag)], device=env.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+        return values
+    values = values.clone()
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values / env.world_size
+
+
+def max_over_ranks(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    if not env.distributed:
+        return values
+    values = values.clone()
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return values
 
 
 def barrier(env: DistEnv) -> None:
@@ -61,3 +78,29 @@ def barrier(env: DistEnv) -> None:
 def shutdown(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def to_sync_batchnorm(module: nn.Module, env: DistEnv) -> nn.Module:
+    """BatchNorm statistics over the global batch: SyncBatchNorm under multi-GPU CUDA.
+
+    gloo (CPU) has no SyncBatchNorm: there each process normalises over its own share.
+    """
+    if env.distributed and env.device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return module
+
+
+def to_plain_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace SyncBatchNorm by BatchNorm2d in place (same statistics, same device).
+
+    Needed before rank 0 alone runs the model in training mode: SyncBatchNorm would wait for
+    the other ranks.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine)
+            bn.to(child.running_mean.device).load_state_dict(child.state_dict())
+            setattr(module, name, bn)
+        else:
+            to_plain_batchnorm(child)
+    return module

@@ -1,21 +1,87 @@
-"""Turn a user's own rough drawing (or, with `roughen`, any picture) into an anime face."""
+"""Turn a user's own rough drawing (or, with `roughen`, any picture) into an anime face.
+
+`FaceGenerator` is the model-side API shared by `spade generate` and the studio: every call
+takes its randomness from its own seeded stream, so concurrent callers never change each
+other's faces and the same seed always gives the same face. z is the stream's first draw and
+the per-layer noise follows it, also when z is given (interpolation, style), so the face of
+`seed` is the start of every strip from `seed`.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from spade.data import to_model_range, to_uint8_hwc
+from spade.config import Recipe
+from spade.data import to_images, to_model
 from spade.errors import UserError
 from spade.images import IMAGE_SUFFIXES, read_rgb, resize_square, save_png
+from spade.inference import seeded
 from spade.networks import StyledGenerator
-from spade.roughen import Recipe, roughen_image
+from spade.roughen import roughen_image
 
 log = logging.getLogger(__name__)
+
+MAX_INTERPOLATE = 64  # faces in one strip
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation, the usual path between two Gaussian latents."""
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+class FaceGenerator:
+    """A loaded generator with its recipe: rough (or picture) → face at the model's size."""
+
+    def __init__(self, model: StyledGenerator, recipe: Recipe, device: torch.device):
+        self.model, self.recipe, self.device = model, recipe, device
+        self.size = model.image_size
+
+    @property
+    def has_style_encoder(self) -> bool:
+        return self.model.encoder is not None
+
+    def prepare(self, rgb: np.ndarray, roughen: bool = False) -> np.ndarray:
+        """Any RGB picture → a rough at the model's size (roughened with the model's recipe)."""
+        img = resize_square(rgb, self.size)
+        return roughen_image(img, self.recipe) if roughen else img
+
+    def z_for_seed(self, seed: int) -> torch.Tensor:
+        return seeded(seed).randn(1, self.model.arch.z_dim, device=torch.device("cpu"))
+
+    @torch.inference_mode()
+    def style_z(self, rgb: np.ndarray) -> torch.Tensor:
+        """z of a reference face: the style encoder's mean."""
+        if not self.has_style_encoder:
+            raise UserError(
+                "style from a reference needs a model with the style encoder: "
+                "train with train.arch.use_vae: true"
+            )
+        mu, _ = self.model.encoder(to_model(resize_square(rgb, self.size)[None], self.device))
+        return mu.cpu()
+
+    @torch.inference_mode()
+    def face(self, rough: np.ndarray, seed: int, z: torch.Tensor | None = None) -> np.ndarray:
+        """One face; z defaults to the seed's own."""
+        rng = seeded(seed)
+        own_z = rng.randn(1, self.model.arch.z_dim, device=torch.device("cpu"))
+        z = own_z if z is None else z
+        fake, _, _ = self.model(to_model(rough[None], self.device), z=z.to(self.device), rng=rng)
+        return to_images(fake)[0]
+
+    def strip(self, rough: np.ndarray, seed: int, seed_to: int, k: int) -> list[np.ndarray]:
+        """k faces along the path from the z of `seed` to the z of `seed_to`."""
+        z_a, z_b = self.z_for_seed(seed), self.z_for_seed(seed_to)
+        return [self.face(rough, seed, slerp(z_a, z_b, float(t))) for t in np.linspace(0, 1, k)]
 
 
 @dataclass(frozen=True)
@@ -44,75 +110,72 @@ def list_inputs(path: Path) -> list[Path]:
     return files
 
 
-def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
-    return to_model_range(torch.from_numpy(img).permute(2, 0, 1)[None].to(device))
+def targets(path: Path, out_dir: Path, opts: GenerateOptions) -> list[Path]:
+    """The files written for one input: the face (or strip), then the rough if asked."""
+    face = out_dir / (f"{path.stem}_interp.png" if opts.interpolate > 1 else f"{path.stem}.png")
+    return [face, out_dir / f"{path.stem}_rough.png"] if opts.save_rough else [face]
 
 
-def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation, the usual path between two Gaussian latents."""
-    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
-    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
-    so = torch.sin(omega)
-    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+def check_out_dir(out_dir: Path, inputs: list[Path], opts: GenerateOptions) -> None:
+    """A writable folder, and no output that would replace an input (nothing the user gave us
+    is ever overwritten)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder for the faces")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the --out folder {out_dir}: {e.strerror}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to the --out folder {out_dir}: permission denied")
+    given = {p.resolve() for p in [*inputs, *([opts.style] if opts.style else [])]}
+    for path in inputs:
+        for target in targets(path, out_dir, opts):
+            if target.resolve() in given:
+                raise UserError(
+                    f"refusing to overwrite the input {target}: choose another --out folder"
+                )
 
 
-class FaceGenerator:
-    def __init__(self, model: StyledGenerator, recipe: dict, device: torch.device):
-        self.model, self.device = model, device
-        self.recipe = Recipe(**recipe)
-        self.size = model.cfg.image_size
-
-    def prepare(self, path: Path, roughen: bool) -> np.ndarray:
-        """Read an input as a rough at the model's size (roughened first if asked)."""
-        img = resize_square(read_rgb(path), self.size)
-        return roughen_image(img, self.recipe) if roughen else img
-
-    def z_for_seed(self, seed: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        return torch.randn(1, self.model.cfg.z_dim, generator=g).to(self.device)
-
-    def style_z(self, style_path: Path) -> torch.Tensor:
-        if self.model.encoder is None:
-            raise UserError(
-                "--style needs a model with the style encoder: train with train.use_vae: true"
-            )
-        style = _to_tensor(resize_square(read_rgb(style_path), self.size), self.device)
-        mu, _ = self.model.encoder(style)
-        return mu
-
-    @torch.no_grad()
-    def face(self, rough: np.ndarray, z: torch.Tensor, noise_seed: int) -> np.ndarray:
-        torch.manual_seed(noise_seed)  # the per-layer noise
-        fake, _, _ = self.model(_to_tensor(rough, self.device), z=z)
-        return to_uint8_hwc(fake)[0]
+def _write(target: Path, img: np.ndarray) -> None:
+    try:
+        save_png(target, img)
+    except OSError as e:
+        raise UserError(f"cannot write {target}: {e.strerror or e}") from None
 
 
 def generate(
     gen: FaceGenerator, inputs: list[Path], out_dir: Path, opts: GenerateOptions
 ) -> list[Path]:
     """Write one face (or one strip) per input; unreadable inputs are reported at the end."""
-    z = gen.style_z(opts.style) if opts.style else gen.z_for_seed(opts.seed)
+    check_out_dir(out_dir, inputs, opts)
+    z = gen.style_z(read_rgb(opts.style)) if opts.style else None
+    seed_to = opts.seed_to if opts.seed_to is not None else opts.seed + 1
     written, failed = [], []
+    per_input = max(1, opts.interpolate)
+    bar = tqdm(total=len(inputs) * per_input, desc="generate", unit="face", disable=None)
     for path in inputs:
         try:
-            rough = gen.prepare(path, opts.roughen)
+            rough = gen.prepare(read_rgb(path), opts.roughen)
         except UserError as e:
             log.error("%s", e)
             failed.append(path)
+            bar.update(per_input)
             continue
+        face_path, *rough_path = targets(path, out_dir, opts)
         if opts.interpolate > 1:
-            z_to = gen.z_for_seed(opts.seed_to if opts.seed_to is not None else opts.seed + 1)
-            steps = np.linspace(0.0, 1.0, opts.interpolate)
-            faces = [gen.face(rough, slerp(z, z_to, float(t)), opts.seed) for t in steps]
-            target = out_dir / f"{path.stem}_interp.png"
-            save_png(target, np.concatenate(faces, axis=1))
+            faces = []
+            for face in gen.strip(rough, opts.seed, seed_to, opts.interpolate):
+                faces.append(face)
+                bar.update()
+            _write(face_path, np.concatenate(faces, axis=1))
         else:
-            target = out_dir / f"{path.stem}.png"
-            save_png(target, gen.face(rough, z, opts.seed))
-        if opts.save_rough:
-            save_png(out_dir / f"{path.stem}_rough.png", rough)
-        written.append(target)
-        log.info("%s → %s", path, target)
+            _write(face_path, gen.face(rough, opts.seed, z))
+            bar.update()
+        if rough_path:
+            _write(rough_path[0], rough)
+        written.append(face_path)
+        log.info("%s → %s", path, face_path)
+    bar.close()
     if failed:
         raise UserError(
             f"{len(failed)} of {len(inputs)} inputs could not be read "

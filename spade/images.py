@@ -7,11 +7,8 @@ file raises `UnreadableImage` instead of yielding a half-grey picture.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -19,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from spade.errors import UserError
+from spade.files import write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -97,26 +95,6 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- storage
 
 
-@contextmanager
-def atomic_path(path: Path | str):
-    """Yield a temporary path next to `path`; on success it replaces `path` in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())  # on disk before it replaces the previous good file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def open_image_array(path: Path | str, shape: tuple[int, ...]) -> np.memmap:
     """Create an (N, H, W, 3) uint8 .npy file to be filled in place."""
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
@@ -133,13 +111,16 @@ def load_image_array(path: Path | str) -> np.ndarray:
     return arr
 
 
-def save_png(path: Path | str, img: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def png_bytes(img: np.ndarray) -> bytes:
+    """An RGB uint8 image as PNG bytes (deterministic)."""
     ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     if not ok:
-        raise UserError(f"could not encode {path}")
-    path.write_bytes(buf.tobytes())
+        raise UserError(f"could not encode an image of shape {img.shape} as PNG")
+    return buf.tobytes()
+
+
+def save_png(path: Path | str, img: np.ndarray) -> None:
+    write_bytes(path, png_bytes(img))
 
 
 def make_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
@@ -152,6 +133,14 @@ def make_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
             y, x = pad + r * (h + pad), pad + c * (w + pad)
             grid[y : y + h, x : x + w] = images[r]
     return grid
+
+
+def comparison_grid(
+    roughs: np.ndarray, generated: np.ndarray, real: np.ndarray, rows: int
+) -> np.ndarray:
+    """The first `rows` examples as rows of rough | generated | real."""
+    rows = min(rows, len(roughs))
+    return make_grid([roughs[:rows], generated[:rows], real[:rows]])
 
 
 def export_pngs(array_path: Path | str, out_dir: Path | str, limit: int | None = None) -> int:

@@ -8,35 +8,54 @@ Shapes in comments: B batch, C channels, S image size.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from spade.config import DiscriminatorArch, GeneratorArch
+
 START_SIZE = 4
 MAX_MULT = 16  # widest layer = ngf * MAX_MULT, at the 4×4 start
+COND_CHANNELS = 3  # the rough is RGB
 
 
 @dataclass(frozen=True)
-class GeneratorConfig:
-    """Everything needed to rebuild a generator (and its style encoder) from a weights file."""
+class RandomStream:
+    """Where a forward pass draws its random numbers (z, per-layer noise, the VAE sample).
 
-    image_size: int = 256
-    ngf: int = 64
-    spade_hidden: int = 128
-    z_dim: int = 256
-    noise: bool = True
-    use_vae: bool = False
-    nef: int = 64
-    cond_channels: int = 3
+    `generator` None means torch's global RNG (training, whose state checkpoints save); a
+    `torch.Generator` gives seeded inference that concurrent callers cannot disturb. Numbers are
+    drawn on the generator's device, so a CPU generator gives the same face on every device.
+    Under DDP, every process draws the numbers of the whole global batch and keeps the rows of
+    its own samples (rank r holds global rows r, r + W, r + 2W…, as `ResumableSampler` deals
+    them): the model then does not depend on how many processes share the batch.
+    """
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GeneratorConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    generator: torch.Generator | None = None
+    shard: int = 0
+    num_shards: int = 1
+
+    def _draw(self, fn, shape, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+        n = shape[0]
+        where = self.generator.device if self.generator is not None else device
+        x = fn(
+            (n * self.num_shards, *shape[1:]), generator=self.generator, device=where, dtype=dtype
+        )
+        if self.num_shards > 1:
+            x = x[self.shard :: self.num_shards]
+        return x.to(device)
+
+    def randn(self, *shape: int, device: torch.device, dtype: torch.dtype | None = None):
+        return self._draw(torch.randn, shape, device, dtype)
+
+    def rand(self, *shape: int, device: torch.device, dtype: torch.dtype | None = None):
+        return self._draw(torch.rand, shape, device, dtype)
+
+
+GLOBAL_RNG = RandomStream()
 
 
 def num_upsamplings(image_size: int) -> int:
@@ -46,10 +65,10 @@ def num_upsamplings(image_size: int) -> int:
     return int(n)
 
 
-def generator_channels(cfg: GeneratorConfig) -> list[int]:
+def generator_channels(arch: GeneratorArch, image_size: int) -> list[int]:
     """Output width of each residual block, one per resolution 4, 8, …, image_size."""
-    resolutions = [START_SIZE * 2**i for i in range(num_upsamplings(cfg.image_size) + 1)]
-    return [cfg.ngf * min(MAX_MULT, cfg.image_size // r) for r in resolutions]
+    resolutions = [START_SIZE * 2**i for i in range(num_upsamplings(image_size) + 1)]
+    return [arch.ngf * min(MAX_MULT, image_size // r) for r in resolutions]
 
 
 class SPADE(nn.Module):
@@ -75,8 +94,8 @@ class NoiseInjection(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+    def forward(self, x: torch.Tensor, rng: RandomStream = GLOBAL_RNG) -> torch.Tensor:
+        noise = rng.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
         return x + self.weight * noise
 
 
@@ -88,45 +107,44 @@ class SPADEResBlock(nn.Module):
         self.conv_0 = spectral_norm(nn.Conv2d(fin, fmid, 3, padding=1))
         self.norm_1 = SPADE(fmid, cond_channels, hidden)
         self.conv_1 = spectral_norm(nn.Conv2d(fmid, fout, 3, padding=1))
-        self.noise = NoiseInjection() if noise else nn.Identity()
+        self.noise = NoiseInjection() if noise else None
         self.learned_shortcut = fin != fout
         if self.learned_shortcut:
             self.norm_s = SPADE(fin, cond_channels, hidden)
             self.conv_s = spectral_norm(nn.Conv2d(fin, fout, 1, bias=False))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, rng: RandomStream) -> torch.Tensor:
         skip = self.conv_s(self.norm_s(x, cond)) if self.learned_shortcut else x
         dx = self.conv_0(F.leaky_relu(self.norm_0(x, cond), 0.2))
         dx = self.conv_1(F.leaky_relu(self.norm_1(dx, cond), 0.2))
-        return skip + self.noise(dx)
+        return skip + (self.noise(dx, rng) if self.noise is not None else dx)
 
 
 class Generator(nn.Module):
     """z → Linear → (B, 16·ngf, 4, 4) → [SPADE block, ×2 nearest up]… → (B, 3, S, S) in [-1, 1]."""
 
-    def __init__(self, cfg: GeneratorConfig):
+    def __init__(self, arch: GeneratorArch, image_size: int):
         super().__init__()
-        self.cfg = cfg
-        widths = generator_channels(cfg)
-        self.fc = nn.Linear(cfg.z_dim, widths[0] * START_SIZE * START_SIZE)
+        self.arch, self.image_size = arch, image_size
+        widths = generator_channels(arch, image_size)
+        self.fc = nn.Linear(arch.z_dim, widths[0] * START_SIZE * START_SIZE)
         fins = [widths[0], *widths[:-1]]
         self.blocks = nn.ModuleList(
-            SPADEResBlock(fin, fout, cfg.cond_channels, cfg.spade_hidden, cfg.noise)
+            SPADEResBlock(fin, fout, COND_CHANNELS, arch.spade_hidden, arch.noise)
             for fin, fout in zip(fins, widths, strict=True)
         )
         self.to_rgb = nn.Conv2d(widths[-1], 3, 3, padding=1)
 
-    def sample_z(self, batch: int, device: torch.device) -> torch.Tensor:
-        return torch.randn(batch, self.cfg.z_dim, device=device)
-
-    def forward(self, cond: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, cond: torch.Tensor, z: torch.Tensor | None = None, rng: RandomStream = GLOBAL_RNG
+    ) -> torch.Tensor:
         if z is None:
-            z = self.sample_z(cond.shape[0], cond.device)
+            z = rng.randn(cond.shape[0], self.arch.z_dim, device=cond.device)
         x = self.fc(z).view(z.shape[0], -1, START_SIZE, START_SIZE)  # (B, 16ngf, 4, 4)
         for i, block in enumerate(self.blocks):
             if i > 0:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = block(x, cond)
+            x = block(x, cond, rng)
         return torch.tanh(self.to_rgb(F.leaky_relu(x, 0.2)))  # (B, 3, S, S)
 
 
@@ -137,13 +155,13 @@ class StyleEncoder(nn.Module):
     so it works at every size the generator supports.
     """
 
-    def __init__(self, cfg: GeneratorConfig):
+    def __init__(self, arch: GeneratorArch, image_size: int):
         super().__init__()
-        n_down = num_upsamplings(cfg.image_size)
+        n_down = num_upsamplings(image_size)
         layers: list[nn.Module] = []
         cin = 3
         for i in range(n_down):
-            cout = cfg.nef * min(8, 2**i)
+            cout = arch.nef * min(8, 2**i)
             layers += [
                 spectral_norm(nn.Conv2d(cin, cout, 3, stride=2, padding=1)),
                 nn.InstanceNorm2d(cout),
@@ -151,16 +169,17 @@ class StyleEncoder(nn.Module):
             ]
             cin = cout
         self.body = nn.Sequential(*layers)
-        self.fc_mu = nn.Linear(cin * START_SIZE * START_SIZE, cfg.z_dim)
-        self.fc_logvar = nn.Linear(cin * START_SIZE * START_SIZE, cfg.z_dim)
+        self.fc_mu = nn.Linear(cin * START_SIZE * START_SIZE, arch.z_dim)
+        self.fc_logvar = nn.Linear(cin * START_SIZE * START_SIZE, arch.z_dim)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(image).flatten(1)  # (B, 8nef·4·4)
         return self.fc_mu(h), self.fc_logvar(h)
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, rng: RandomStream) -> torch.Tensor:
+    eps = rng.randn(*mu.shape, device=mu.device, dtype=mu.dtype)
+    return mu + eps * torch.exp(0.5 * logvar)
 
 
 class PatchDiscriminator(nn.Module):
@@ -194,10 +213,10 @@ class PatchDiscriminator(nn.Module):
 class MultiscaleDiscriminator(nn.Module):
     """`num_d` PatchGANs on the input at full, ½, ¼… resolution."""
 
-    def __init__(self, *, in_channels: int = 6, ndf: int = 64, n_layers: int = 4, num_d: int = 2):
+    def __init__(self, arch: DiscriminatorArch, in_channels: int = 3 + COND_CHANNELS):
         super().__init__()
         self.scales = nn.ModuleList(
-            PatchDiscriminator(in_channels, ndf, n_layers) for _ in range(num_d)
+            PatchDiscriminator(in_channels, arch.ndf, arch.n_layers) for _ in range(arch.num_d)
         )
 
     def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
@@ -212,18 +231,22 @@ class MultiscaleDiscriminator(nn.Module):
 class StyledGenerator(nn.Module):
     """The generator and its optional style encoder, trained, averaged and saved together."""
 
-    def __init__(self, cfg: GeneratorConfig):
+    def __init__(self, arch: GeneratorArch, image_size: int):
         super().__init__()
-        self.cfg = cfg
-        self.generator = Generator(cfg)
-        self.encoder = StyleEncoder(cfg) if cfg.use_vae else None
+        self.arch, self.image_size = arch, image_size
+        self.generator = Generator(arch, image_size)
+        self.encoder = StyleEncoder(arch, image_size) if arch.use_vae else None
 
     def forward(
-        self, cond: torch.Tensor, style: torch.Tensor | None = None, z: torch.Tensor | None = None
+        self,
+        cond: torch.Tensor,
+        style: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
+        rng: RandomStream = GLOBAL_RNG,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Returns (image, μ, log σ²); μ and log σ² are None unless the encoder saw `style`."""
         mu = logvar = None
         if z is None and style is not None and self.encoder is not None:
             mu, logvar = self.encoder(style)
-            z = reparameterize(mu, logvar) if self.training else mu
-        return self.generator(cond, z), mu, logvar
+            z = reparameterize(mu, logvar, rng) if self.training else mu
+        return self.generator(cond, z, rng), mu, logvar

@@ -3,36 +3,59 @@
 Candidates are all files of the source in sorted order, shuffled by a seeded permutation. The
 sample walks that order and keeps the first `n_images` files that decode; the files that don't
 are listed in a report and replaced by the next candidates, so the sample never silently shrinks.
-The first `n_test` kept images form the test split, the rest the train split.
+The first `n_test` kept images form the test split, the rest the train split. The four outputs
+(train.npy, test.npy, manifest.csv, report.json) are replaced together, or not at all.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
-import json
+import io
 import logging
+import os
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from spade.config import SampleConfig
 from spade.errors import UserError
-from spade.images import UnreadableImage, atomic_path, decode_rgb, open_image_array, resize_square
+from spade.files import atomic_paths, json_bytes
+from spade.images import UnreadableImage, decode_rgb, open_image_array, resize_square
 
 log = logging.getLogger(__name__)
 
 # A candidate that raises one of these is skipped and reported: a broken image, a zip entry with
 # a bad CRC, an encrypted entry or an unsupported compression method, an unreadable file.
 READ_ERRORS = (UnreadableImage, zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError)
+# No image of this project is anywhere near this; a bigger entry is skipped unread (zip bombs).
+MAX_FILE_BYTES = 64 * 2**20
+MANIFEST_COLUMNS = ["index", "split", "path", "sha1", "width", "height"]
 
 
-def _visible(rel_parts: tuple[str, ...]) -> bool:
-    """Skip hidden files and folders and macOS zip metadata."""
-    return not any(p.startswith(".") or p == "__MACOSX" for p in rel_parts)
+class TooLarge(Exception):
+    pass
+
+
+def printable(name: str) -> str:
+    """A file name as valid UTF-8: bytes that are not (latin-1 names…) become \\xNN escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _hidden(rel_parts: tuple[str, ...]) -> bool:
+    """Hidden files and folders, and macOS zip metadata."""
+    return any(p.startswith(".") or p == "__MACOSX" for p in rel_parts)
+
+
+@dataclass
+class Scan:
+    names: list[str] = field(default_factory=list)  # candidates, sorted
+    ignored: list[dict[str, str]] = field(default_factory=list)  # reported, never candidates
 
 
 class ImageSource:
@@ -44,30 +67,69 @@ class ImageSource:
             raise UserError(
                 f"sample.source: {self.path} does not exist. Use the demo "
                 "(data/demo/faces.zip) or download a dataset and point sample.source at it "
-                "(see README, 'Use your own dataset')"
+                "(see README, 'Use the real dataset')"
             )
         self._zip: zipfile.ZipFile | None = None
         if self.path.is_file():
             if not zipfile.is_zipfile(self.path):
                 raise UserError(f"sample.source: {self.path} is a file but not a .zip archive")
             self._zip = zipfile.ZipFile(self.path)
-            names = [
-                i.filename
-                for i in self._zip.infolist()
-                if not i.is_dir() and _visible(tuple(i.filename.split("/")))
-            ]
+            scan = self._scan_zip(self._zip)
         else:
-            names = [
-                p.relative_to(self.path).as_posix()
-                for p in self.path.rglob("*")
-                if p.is_file() and _visible(p.relative_to(self.path).parts)
-            ]
-        self.names = sorted(names)
+            scan = self._scan_folder(self.path)
+        self.names, self.ignored = sorted(scan.names), scan.ignored
+
+    @staticmethod
+    def _scan_zip(zf: zipfile.ZipFile) -> Scan:
+        scan = Scan()
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            if _hidden(tuple(info.filename.split("/"))):
+                scan.ignored.append({"path": info.filename, "reason": "hidden"})
+            else:
+                scan.names.append(info.filename)
+        return scan
+
+    @staticmethod
+    def _scan_folder(root: Path) -> Scan:
+        """Walk the tree (with a progress count: network disks can be slow to list)."""
+        scan = Scan()
+        with tqdm(desc="scanning source", unit=" files") as bar:
+            for folder, dirs, files in os.walk(root):
+                rel = Path(folder).relative_to(root)
+                for name in sorted(d for d in dirs if _hidden((d,))):  # not walked into
+                    scan.ignored.append(
+                        {"path": printable((rel / name).as_posix()), "reason": "hidden"}
+                    )
+                dirs[:] = sorted(d for d in dirs if not _hidden((d,)))
+                for name in sorted(files):
+                    path = Path(folder, name)
+                    rel_name = (rel / name).as_posix()
+                    if _hidden((name,)):
+                        scan.ignored.append({"path": printable(rel_name), "reason": "hidden"})
+                    elif not path.is_file():  # a broken link or a link loop
+                        reason = "not a regular file (broken link or link loop)"
+                        scan.ignored.append({"path": printable(rel_name), "reason": reason})
+                    else:
+                        scan.names.append(rel_name)
+                    bar.update()
+        return scan
 
     def read(self, name: str) -> bytes:
+        """The file's bytes; `TooLarge` (unread) when over MAX_FILE_BYTES."""
         if self._zip is not None:
-            return self._zip.read(name)
-        return (self.path / name).read_bytes()
+            info = self._zip.getinfo(name)
+            if info.file_size > MAX_FILE_BYTES:
+                raise TooLarge(f"{info.file_size} bytes uncompressed")
+            with self._zip.open(info) as f:
+                data = f.read(MAX_FILE_BYTES + 1)  # the header may lie
+        else:
+            with open(self.path / name, "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise TooLarge(f"more than {MAX_FILE_BYTES} bytes")
+        return data
 
     def close(self) -> None:
         if self._zip is not None:
@@ -84,14 +146,18 @@ def _draw(
         try:
             data = source.read(name)
             yield name, data, decode_rgb(data)
-        except (
-            UnreadableImage,
-            zipfile.BadZipFile,
-            OSError,
-            RuntimeError,
-            NotImplementedError,
-        ) as e:
+        except TooLarge as e:
+            yield name, f"too large to be an image ({e}); skipped unread"
+        except READ_ERRORS as e:
             yield name, str(e) if isinstance(e, UnreadableImage) else f"{type(e).__name__}: {e}"
+
+
+def _manifest_csv(rows: list[dict[str, Any]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
 
 
 def sample_images(cfg: SampleConfig, out_dir: Path) -> None:
@@ -103,31 +169,31 @@ def sample_images(cfg: SampleConfig, out_dir: Path) -> None:
             f"sample.n_images = {cfg.n_images} but {cfg.source} holds only "
             f"{len(source.names)} files"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
+    outputs = [out_dir / n for n in ("test.npy", "train.npy", "manifest.csv", "report.json")]
+    rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    with (
-        atomic_path(out_dir / "test.npy") as test_path,
-        atomic_path(out_dir / "train.npy") as train_path,
-    ):
+    upscaled = 0
+    with atomic_paths(outputs) as (test_path, train_path, manifest_path, report_path):
+        size = cfg.image_size
         arrays = {
-            "test": open_image_array(test_path, (n_test, cfg.image_size, cfg.image_size, 3)),
-            "train": open_image_array(train_path, (n_train, cfg.image_size, cfg.image_size, 3)),
+            "test": open_image_array(test_path, (n_test, size, size, 3)),
+            "train": open_image_array(train_path, (n_train, size, size, 3)),
         }
         bar = tqdm(total=cfg.n_images, desc="sample", unit="img")
         for item in _draw(source, cfg):
             if len(item) == 2:
-                skipped.append({"path": item[0], "reason": item[1]})
+                skipped.append({"path": printable(item[0]), "reason": item[1]})
                 continue
             name, data, img = item
             k = len(rows)
             split, index = ("test", k) if k < n_test else ("train", k - n_test)
-            arrays[split][index] = resize_square(img, cfg.image_size)
+            arrays[split][index] = resize_square(img, size)
+            upscaled += min(img.shape[:2]) < size
             rows.append(
                 {
                     "index": index,
                     "split": split,
-                    "path": name,
+                    "path": printable(name),
                     "sha1": hashlib.sha1(data).hexdigest(),
                     "width": img.shape[1],
                     "height": img.shape[0],
@@ -139,26 +205,38 @@ def sample_images(cfg: SampleConfig, out_dir: Path) -> None:
         bar.close()
         source.close()
         if len(rows) < cfg.n_images:
-            raise UserError(
-                f"sample.n_images = {cfg.n_images} but only {len(rows)} valid images exist in "
-                f"{cfg.source} ({len(skipped)} of {len(source.names)} files are unreadable; "
-                f"lower sample.n_images to at most {len(rows)})"
-            )
+            raise UserError(_too_few_message(cfg, len(rows), len(skipped), len(source.names)))
         for arr in arrays.values():
             arr.flush()
         del arrays
-    manifest = pd.DataFrame(rows, columns=["index", "split", "path", "sha1", "width", "height"])
-    manifest.to_csv(out_dir / "manifest.csv", index=False)
-    report = {
-        "source": cfg.source,
-        "candidates": len(source.names),
-        "sampled": len(rows),
-        "train": n_train,
-        "test": n_test,
-        "skipped": skipped,
-    }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        manifest_path.write_bytes(_manifest_csv(rows))
+        report = {
+            "source": cfg.source,
+            "candidates": len(source.names),
+            "sampled": len(rows),
+            "train": n_train,
+            "test": n_test,
+            "upscaled": upscaled,
+            "skipped": skipped,
+            "ignored": source.ignored,
+        }
+        report_path.write_bytes(json_bytes(report))
     if skipped:
+        log.warning("skipped %d unreadable files (listed in %s)", len(skipped), outputs[3])
+    if upscaled:
         log.warning(
-            "skipped %d unreadable files (listed in %s)", len(skipped), out_dir / "report.json"
+            "%d images were smaller than %d px and were enlarged (counted in %s)",
+            upscaled,
+            size,
+            outputs[3],
         )
+
+
+def _too_few_message(cfg: SampleConfig, valid: int, unreadable: int, files: int) -> str:
+    head = (
+        f"sample.n_images = {cfg.n_images} but only {valid} valid images exist in "
+        f"{cfg.source} ({unreadable} of {files} files are unreadable"
+    )
+    if valid >= 2:
+        return f"{head}; lower sample.n_images to at most {valid})"
+    return f"{head}; point sample.source at a folder or .zip of images)"

@@ -2,16 +2,16 @@
 
 from pathlib import Path
 
-from spade.cli import run
-from spade.config import DemoConfig, load_section
-from spade.demo import write_demo_zip
+from spade.config import load_params
+from spade.console import run
+from spade.synthetic import write_faces_zip
 
 OUT = Path("data/demo/faces.zip")
 
 
 def main() -> None:
-    cfg = load_section("demo", DemoConfig)
-    write_demo_zip(OUT, count=cfg.count, size=cfg.size, seed=cfg.seed)
+    cfg = load_params().demo
+    write_faces_zip(OUT, count=cfg.count, size=cfg.size, seed=cfg.seed)
 
 
 if __name__ == "__main__":

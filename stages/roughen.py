@@ -1,30 +1,29 @@
 """Stage `roughen`: apply the rough recipe to every sampled image, in parallel, with a cache."""
 
-import os
 from pathlib import Path
 
-from spade.cli import run
-from spade.config import RoughenConfig, load_section
-from spade.images import atomic_path, load_image_array, open_image_array
-from spade.roughen import DEFAULT_CACHE_DIR, Recipe, RoughCache, roughen_array
+from spade.config import load_params
+from spade.console import run
+from spade.files import atomic_paths
+from spade.images import load_image_array, open_image_array
+from spade.roughen import RoughCache, default_cache_dir, roughen_array
 
 IN = Path("data/sampled")
 OUT = Path("data/roughs")
+SPLITS = ("train", "test")
 
 
 def main() -> None:
-    cfg = load_section("roughen", RoughenConfig)
-    recipe = Recipe.from_config(cfg)
-    cache = RoughCache(os.environ.get("SPADE_ROUGHEN_CACHE", DEFAULT_CACHE_DIR))
-    OUT.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "test"):
-        images = load_image_array(IN / f"{split}.npy")
-        with atomic_path(OUT / f"{split}.npy") as tmp:
+    cfg = load_params().roughen
+    cache = RoughCache(default_cache_dir())
+    with atomic_paths([OUT / f"{split}.npy" for split in SPLITS]) as temps:
+        for split, tmp in zip(SPLITS, temps, strict=True):
+            images = load_image_array(IN / f"{split}.npy")
             out = open_image_array(tmp, images.shape)
             roughen_array(
                 images,
                 out,
-                recipe,
+                cfg.recipe,
                 n_jobs=cfg.n_jobs,
                 batch_size=cfg.batch_size,
                 cache=cache,

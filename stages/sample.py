@@ -2,16 +2,15 @@
 
 from pathlib import Path
 
-from spade.cli import run
-from spade.config import SampleConfig, load_section
+from spade.config import load_params
+from spade.console import run
 from spade.sample import sample_images
 
 OUT = Path("data/sampled")
 
 
 def main() -> None:
-    cfg = load_section("sample", SampleConfig)
-    sample_images(cfg, OUT)
+    sample_images(load_params().sample, OUT)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,10 @@ Parameters are validated first; with nproc > 1 the stage then replaces itself wi
 import logging
 import os
 import sys
-from dataclasses import asdict
 
-from spade.cli import run
-from spade.config import RoughenConfig, TrainConfig, load_section
+from spade.config import load_params
+from spade.console import run
 from spade.dist import init_distributed, shutdown
-from spade.roughen import Recipe
 from spade.train import StopRequested, TrainPaths, train
 
 log = logging.getLogger("spade.train")
@@ -25,15 +23,14 @@ def relaunch_under_torchrun(nproc: int) -> None:
 
 
 def main() -> None:
-    cfg = load_section("train", TrainConfig)
-    recipe = asdict(Recipe.from_config(load_section("roughen", RoughenConfig)))
-    if cfg.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        relaunch_under_torchrun(cfg.nproc)
+    params = load_params()
+    if params.train.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        relaunch_under_torchrun(params.train.nproc)
     env = init_distributed()
     if not env.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        train(cfg, env, TrainPaths(), recipe)
+        train(params.train, env, TrainPaths(), params.roughen.recipe)
     except StopRequested as e:
         if env.is_main:
             log.warning("%s: checkpoint saved; run `dvc repro` again to resume", e)

@@ -46,8 +46,9 @@ def image_folder(tmp_path: Path) -> Path:
 
 def write_pair_data(root: Path, n_train: int = 24, n_test: int = 8, size: int = 32) -> Path:
     """data/sampled + data/roughs as the data stages write them (demo faces, real recipe)."""
-    from spade.demo import render_face
-    from spade.roughen import Recipe, roughen_image
+    from spade.config import Recipe
+    from spade.roughen import roughen_image
+    from spade.synthetic import render_face
 
     recipe = Recipe(median_before=3, spatial_radius=8, color_radius=40, max_level=1, median_after=3)
     for split, n, offset in (("train", n_train, 0), ("test", n_test, 1000)):

@@ -1,39 +1,30 @@
-from dataclasses import fields
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
-from spade.config import (
-    DemoConfig,
-    EvaluateConfig,
-    FeaturesConfig,
-    RoughenConfig,
-    SampleConfig,
-    TrainConfig,
-    load_params,
-    parse_section,
-)
+from spade.config import MAX_SEED, Params, Recipe, TrainConfig, load_params, parse_params
 from spade.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = {
-    "demo": DemoConfig,
-    "sample": SampleConfig,
-    "roughen": RoughenConfig,
-    "train": TrainConfig,
-    "features": FeaturesConfig,
-    "evaluate": EvaluateConfig,
-}
+
+
+def keys_of(model) -> set[str]:
+    return set(type(model).model_fields)
 
 
 @pytest.mark.parametrize("params", ["params.yaml", "presets/demo.yaml", "presets/full.yaml"])
 def test_shipped_params_are_valid_and_complete(params):
-    data = load_params(ROOT / params)
-    assert set(data) == set(SECTIONS)
-    for name, cls in SECTIONS.items():
-        parse_section(name, data[name], cls)
-        assert set(data[name]) == {f.name for f in fields(cls)}, f"{params}: {name} incomplete"
+    raw = yaml.safe_load((ROOT / params).read_text())
+    parsed = load_params(ROOT / params)
+    assert set(raw) == keys_of(parsed)
+    for name in keys_of(parsed):
+        section = getattr(parsed, name)
+        assert set(raw[name]) == keys_of(section), f"{params}: {name} incomplete"
+        for key, value in raw[name].items():  # nested models too: train.arch, roughen.recipe
+            if isinstance(value, dict):
+                assert set(value) == keys_of(getattr(section, key)), f"{name}.{key} incomplete"
 
 
 def test_params_yaml_is_the_demo_preset():
@@ -44,53 +35,104 @@ def test_params_yaml_is_the_demo_preset():
 
 def test_full_preset_is_the_seed_setup():
     full = load_params(ROOT / "presets/full.yaml")
-    assert full["sample"]["n_images"] == 20000 and full["sample"]["image_size"] == 256
-    r = parse_section("roughen", full["roughen"], RoughenConfig)
+    assert full.sample.n_images == 20000 and full.sample.image_size == 256
+    r = full.roughen.recipe
     assert (r.median_before, r.spatial_radius, r.color_radius, r.median_after) == (9, 52, 52, 15)
-    t = full["train"]
-    assert (t["batch_size"], t["epochs"], t["lambda_l1"]) == (4, 37, 100.0)
+    t = full.train
+    assert (t.batch_size, t.epochs, t.lambda_l1, t.arch.ngf) == (4, 37, 100.0, 64)
+
+
+def fails(raw: dict, fragment: str) -> None:
+    with pytest.raises(UserError) as e:
+        parse_params(raw)
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize(
-    ("section", "cls", "raw", "fragment"),
+    ("raw", "fragment"),
     [
-        ("train", TrainConfig, {"lr_gg": 1e-4}, "unknown key train.lr_gg"),
-        ("train", TrainConfig, {"lr_g": "fast"}, "train.lr_g = 'fast' is not legal"),
-        ("train", TrainConfig, {"lr_g": 0}, "> 0.0"),
-        ("train", TrainConfig, {"epochs": 2.5}, "an integer"),
-        ("train", TrainConfig, {"epochs": True}, "an integer"),
-        ("train", TrainConfig, {"amp": "yes"}, "true/false"),
-        ("train", TrainConfig, {"betas": [0.5]}, "train.betas"),
-        ("train", TrainConfig, {"betas": [0.5, 1.5]}, "train.betas[1]"),
-        ("train", TrainConfig, {"epochs": 2, "decay_epochs": 3}, "decay_epochs"),
-        ("sample", SampleConfig, {"image_size": 100}, "a power of two"),
-        ("sample", SampleConfig, {"image_size": 1024}, "<= 512"),
-        ("sample", SampleConfig, {"n_images": 10, "test_fraction": 0.01}, "0 test images"),
-        ("roughen", RoughenConfig, {"median_before": 4}, "odd"),
-        ("roughen", RoughenConfig, {"n_jobs": 0}, "roughen.n_jobs"),
-        ("features", FeaturesConfig, {"device": "tpu"}, "one of 'auto', 'cpu', 'cuda'"),
+        ({"train": {"lr_gg": 1e-4}}, "unknown key train.lr_gg"),
+        ({"train": {"lr_g": "fast"}}, "train.lr_g = 'fast' is not legal; expected a number"),
+        ({"train": {"lr_g": 0}}, "> 0.0"),
+        ({"train": {"epochs": 2.5}}, "an integer"),
+        ({"train": {"epochs": True}}, "an integer"),
+        ({"train": {"amp": "yes"}}, "true/false"),
+        ({"train": {"betas": [0.5]}}, "train.betas = [0.5] is not legal; expected a list of 2"),
+        ({"train": {"betas": [0.5, 1.5]}}, "train.betas[1] = 1.5"),
+        ({"train": {"epochs": 2, "decay_epochs": 3}}, "decay_epochs"),
+        (
+            {"train": {"arch": {"ngf": 0}}},
+            "train.arch.ngf = 0 is not legal; expected an integer >= 1",
+        ),
+        (
+            {"train": {"arch": {"colour": 1}}},
+            "unknown key train.arch.colour; legal keys in 'train.arch'",
+        ),
+        ({"train": {"arch": 5}}, "section 'train.arch' must be a mapping"),
+        ({"train": {"batch_size": 6, "nproc": 4}}, "use a multiple of 4 (4, 8, 12, 16"),
+        ({"sample": {"image_size": 100}}, "a power of two"),
+        ({"sample": {"image_size": 1024}}, "<= 512"),
+        ({"sample": {"n_images": 10, "test_fraction": 0.01}}, "0 test images"),
+        ({"roughen": {"recipe": {"median_before": 4}}}, "roughen.recipe.median_before = 4"),
+        ({"roughen": {"n_jobs": 0}}, "roughen.n_jobs"),
+        ({"roughen": {"recipe": {"spatial_radius": float("nan")}}}, "spatial_radius = nan"),
+        ({"features": {"device": "tpu"}}, "one of 'auto', 'cpu', 'cuda'"),
+        ({"demo": [1, 2]}, "section 'demo' must be a mapping"),
     ],
 )
-def test_bad_values_name_the_key_and_legal_values(section, cls, raw, fragment):
-    with pytest.raises(UserError) as e:
-        parse_section(section, raw, cls)
-    assert fragment in str(e.value)
+def test_bad_values_name_the_key_and_legal_values(raw, fragment):
+    fails(raw, fragment)
 
 
 def test_unknown_key_lists_legal_keys():
-    with pytest.raises(UserError, match="legal keys in 'demo': count, seed, size"):
-        parse_section("demo", {"colour": 1}, DemoConfig)
+    fails({"demo": {"colour": 1}}, "legal keys in 'demo': count, seed, size")
+
+
+def test_misspelt_section_is_refused_by_name():
+    fails({"trian": {"epochs": 3}}, "unknown section 'trian'; legal sections: demo, evaluate")
+
+
+@pytest.mark.parametrize("value", ["", None, 5])
+def test_source_must_be_a_path(value):
+    fails({"sample": {"source": value}}, "sample.source = ")
+
+
+@pytest.mark.parametrize("section", ["demo", "sample", "train", "evaluate"])
+def test_seeds_are_bounded(section):
+    fails({section: {"seed": MAX_SEED + 1}}, f"{section}.seed = {MAX_SEED + 1} is not legal")
+    fails({section: {"seed": 2**64}}, "<= 2147483647")
+    assert getattr(parse_params({section: {"seed": MAX_SEED}}), section).seed == MAX_SEED
+
+
+@pytest.mark.parametrize("text", ["1e-4", "1E-4", "+1.0e-4", ".0001"])
+def test_numbers_written_by_hand_in_exponent_form(text):
+    assert parse_params({"train": {"lr_g": text}}).train.lr_g == pytest.approx(1e-4)
 
 
 def test_values_are_converted():
-    cfg = parse_section("train", {"lr_g": 1, "betas": [0, 0.99]}, TrainConfig)
+    cfg = parse_params({"train": {"lr_g": 1, "betas": [0, 0.99]}}).train
     assert cfg.lr_g == 1.0 and isinstance(cfg.lr_g, float)
     assert cfg.betas == (0.0, 0.99)
+    recipe = parse_params({"roughen": {"recipe": {"spatial_radius": 13}}}).roughen.recipe
+    assert recipe.spatial_radius == 13.0 and isinstance(recipe.spatial_radius, float)
 
 
-def test_section_must_be_a_mapping():
-    with pytest.raises(UserError, match="must be a mapping"):
-        parse_section("demo", [1, 2], DemoConfig)
+def test_missing_sections_take_their_defaults():
+    assert parse_params({}) == Params()
+
+
+def test_models_built_in_code_are_validated_too():
+    with pytest.raises(pydantic.ValidationError):
+        TrainConfig(batch_size=0)
+    with pytest.raises(pydantic.ValidationError):
+        Recipe(median_after=4)
+
+
+def test_output_params_leave_out_speed_keys():
+    keys = TrainConfig().output_params()
+    assert "arch.ngf" in keys and "lr_g" in keys and "nproc" in keys
+    assert not {"num_workers", "log_every", "ckpt_every", "n_samples"} & set(keys)
 
 
 def test_invalid_yaml_file(tmp_path):
@@ -98,3 +140,23 @@ def test_invalid_yaml_file(tmp_path):
     p.write_text("train: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_params(p)
+
+
+@pytest.mark.parametrize("stage", ["demo", "sample", "roughen", "train", "features", "evaluate"])
+def test_every_stage_checks_the_whole_file_before_any_work(stage, tmp_path):
+    import subprocess
+    import sys
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"]["lr_g"] = "fast"  # a bad value in another stage's section
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / f"stages/{stage}.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "train.lr_g = 'fast' is not legal" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing was done

@@ -11,10 +11,10 @@ from spade.__main__ import main
 from spade.config import TrainConfig
 from spade.dist import DistEnv
 from spade.images import read_rgb, resize_square, save_png
-from spade.roughen import Recipe, roughen_image
+from spade.roughen import roughen_image
 from spade.train import train
 
-from test_train import RECIPE, TINY, paths_in
+from test_train import ARCH, RECIPE, TINY, paths_in
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def model_path(pair_data, tmp_path_factory):
 def vae_model_path(pair_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vae")
     paths = paths_in(tmp, pair_data)
-    cfg = TrainConfig(**(TINY | {"epochs": 1, "use_vae": True, "nef": 4}))
+    cfg = TrainConfig(**(TINY | {"epochs": 1, "arch": ARCH | {"use_vae": True}}))
     train(cfg, DistEnv(), paths, RECIPE)
     return paths.generator
 
@@ -88,7 +88,7 @@ def test_roughen_applies_the_models_recipe(model_path, tmp_path):
     generate(
         tmp_path / "photo.png", "--model", model_path, "--out", out, "--roughen", "--save-rough"
     )
-    expected = roughen_image(resize_square(photo, 32), Recipe(**RECIPE))
+    expected = roughen_image(resize_square(photo, 32), RECIPE)
     np.testing.assert_array_equal(read_rgb(out / "photo_rough.png"), expected)
     assert (out / "photo.png").is_file()
 
@@ -156,9 +156,57 @@ def test_clear_errors(model_path, tmp_path, caplog):
 
 def test_incompatible_model_file(model_path, tmp_path, caplog):
     state = torch.load(model_path, weights_only=True)
-    state["config"]["ngf"] = 8  # weights no longer fit the config
+    state["arch"]["ngf"] = 8  # weights no longer fit the architecture
     torch.save(state, tmp_path / "mismatch.pt")
     save_png(tmp_path / "mine.png", hand_drawn_rough())
     expect_error(
         caplog, [tmp_path / "mine.png", "--model", tmp_path / "mismatch.pt"], "does not match"
     )
+
+
+def test_never_overwrites_an_input(model_path, tmp_path, caplog):
+    folder = tmp_path / "in"
+    save_png(folder / "mine.png", hand_drawn_rough())
+    before = (folder / "mine.png").read_bytes()
+    expect_error(caplog, [folder, "--model", model_path, "--out", folder], "refusing to overwrite")
+    expect_error(
+        caplog,
+        [folder / "mine.png", "--model", model_path, "--out", tmp_path / "in/../in"],
+        "refusing to overwrite the input",
+    )
+    assert (folder / "mine.png").read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.png"]
+
+
+def test_bad_out_folder_is_one_clear_line(model_path, tmp_path, caplog):
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    (tmp_path / "a_file").write_text("x")
+    m = [tmp_path / "mine.png", "--model", model_path]
+    expect_error(caplog, [*m, "--out", tmp_path / "a_file"], "is a file")
+    expect_error(caplog, [*m, "--out", "/proc/spade-out"], "cannot create the --out folder")
+
+
+def test_interpolate_and_seed_are_bounded(model_path, tmp_path, caplog, capsys):
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    m = [tmp_path / "mine.png", "--model", model_path, "--out", tmp_path / "out"]
+    expect_error(caplog, [*m, "--interpolate", 1000], "K <= 64")
+    with pytest.raises(SystemExit) as e:
+        generate(*m, "--seed", 2**64)
+    assert e.value.code == 2 and "not in 0..2147483647" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "2..64" in capsys.readouterr().out
+
+
+def test_same_seed_same_face_whatever_else_runs(model_path):
+    from spade.checkpoint import load_generator
+    from spade.generate import FaceGenerator
+
+    model, recipe = load_generator(model_path, torch.device("cpu"))
+    gen = FaceGenerator(model, recipe, torch.device("cpu"))
+    rough = gen.prepare(hand_drawn_rough())
+    a = gen.face(rough, seed=5)
+    torch.manual_seed(123)  # the global RNG plays no part
+    torch.randn(100)
+    np.testing.assert_array_equal(gen.face(rough, seed=5), a)
+    np.testing.assert_array_equal(gen.strip(rough, 5, 6, 3)[0], a)  # a strip starts at the seed

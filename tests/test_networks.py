@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from spade.config import DiscriminatorArch, GeneratorArch
 from spade.networks import (
-    GeneratorConfig,
     MultiscaleDiscriminator,
     NoiseInjection,
     StyledGenerator,
@@ -12,15 +12,15 @@ from spade.networks import (
 )
 
 
-def tiny(size: int, **kw) -> GeneratorConfig:
-    return GeneratorConfig(image_size=size, ngf=4, spade_hidden=8, z_dim=16, nef=4, **kw)
+def tiny(size: int, **kw) -> StyledGenerator:
+    return StyledGenerator(GeneratorArch(ngf=4, spade_hidden=8, z_dim=16, nef=4, **kw), size)
 
 
 @pytest.mark.parametrize("size", [32, 64, 128, 256])
 def test_generator_encoder_discriminator_shapes(size):
     torch.manual_seed(0)
-    G = StyledGenerator(tiny(size, use_vae=True))
-    D = MultiscaleDiscriminator(in_channels=6, ndf=4, n_layers=4, num_d=2)
+    G = tiny(size, use_vae=True)
+    D = MultiscaleDiscriminator(DiscriminatorArch(ndf=4, n_layers=4, num_d=2))
     rough = torch.rand(2, 3, size, size) * 2 - 1
     fake, mu, logvar = G(rough, style=rough)
     assert fake.shape == (2, 3, size, size)
@@ -33,13 +33,14 @@ def test_generator_encoder_discriminator_shapes(size):
 
 
 def test_encoder_works_below_256():
-    mu, logvar = StyleEncoder(tiny(64))(torch.randn(3, 3, 64, 64))
+    mu, logvar = StyleEncoder(GeneratorArch(ngf=4, spade_hidden=8, z_dim=16, nef=4), 64)(
+        torch.randn(3, 3, 64, 64)
+    )
     assert mu.shape == (3, 16) and torch.isfinite(logvar).all()
 
 
 def test_channel_schedule_matches_nvlabs_at_256():
-    cfg = GeneratorConfig(image_size=256, ngf=64)
-    assert generator_channels(cfg) == [1024, 1024, 1024, 512, 256, 128, 64]
+    assert generator_channels(GeneratorArch(ngf=64), 256) == [1024, 1024, 1024, 512, 256, 128, 64]
     assert num_upsamplings(256) == 6
 
 
@@ -51,7 +52,7 @@ def test_bad_sizes_are_rejected(size):
 
 def test_gradient_reaches_noise_weights():
     torch.manual_seed(0)
-    G = StyledGenerator(tiny(32))
+    G = tiny(32)
     rough = torch.rand(2, 3, 32, 32) * 2 - 1
     fake, _, _ = G(rough)
     fake.square().mean().backward()
@@ -62,7 +63,7 @@ def test_gradient_reaches_noise_weights():
 
 
 def test_no_noise_option():
-    G = StyledGenerator(tiny(32, noise=False)).eval()
+    G = tiny(32, noise=False).eval()
     rough = torch.rand(1, 3, 32, 32)
     z = torch.randn(1, 16)
     assert not any(isinstance(m, NoiseInjection) for m in G.modules())
@@ -71,7 +72,7 @@ def test_no_noise_option():
 
 def test_z_changes_the_output():
     torch.manual_seed(0)
-    G = StyledGenerator(tiny(32)).eval()
+    G = tiny(32).eval()
     rough = torch.rand(1, 3, 32, 32)
     a = G(rough, z=torch.randn(1, 16))[0]
     b = G(rough, z=torch.randn(1, 16))[0]
@@ -81,7 +82,7 @@ def test_z_changes_the_output():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_bf16_channels_last_forward():
-    G = StyledGenerator(tiny(64)).cuda().to(memory_format=torch.channels_last)
+    G = tiny(64).cuda().to(memory_format=torch.channels_last)
     rough = (torch.rand(2, 3, 64, 64, device="cuda") * 2 - 1).contiguous(
         memory_format=torch.channels_last
     )

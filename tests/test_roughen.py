@@ -1,10 +1,20 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
+import yaml
 
-from spade.roughen import Recipe, RoughCache, roughen_array, roughen_image
+from spade.config import Recipe
+from spade.roughen import RoughCache, roughen_array, roughen_image
+from spade.synthetic import render_face
 
-from conftest import blob_image
+from conftest import ROOT, blob_image
 
 SEED_RECIPE = Recipe()  # 9, 52, 52, 1, 15
 SMALL = Recipe(median_before=3, spatial_radius=10, color_radius=30, max_level=1, median_after=5)
@@ -61,7 +71,7 @@ def test_cache_hits_and_misses(images, tmp_path):
 
 def test_cache_key_covers_recipe_and_pixels(images, tmp_path):
     cache = RoughCache(tmp_path)
-    other = Recipe(**{**SMALL.__dict__, "median_after": 7})
+    other = SMALL.model_copy(update={"median_after": 7})
     assert cache.key(images[0], SMALL) != cache.key(images[0], other)
     assert cache.key(images[0], SMALL) != cache.key(images[1], SMALL)
     changed = images[0].copy()
@@ -79,3 +89,129 @@ def test_damaged_cache_entry_is_recomputed(images, tmp_path):
     stats = roughen_array(images[:2], again, SMALL, n_jobs=1, cache=cache, progress=False)
     assert stats.computed == 1
     np.testing.assert_array_equal(again, out)
+
+
+# --------------------------------------------------------------------------- the stage as a process
+
+
+def children_of(pid: int) -> set[int]:
+    """PIDs whose parent is `pid` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _state(p)}
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def roughen_dir(tmp: Path, n: int = 48) -> Path:
+    """A working directory for `stages/roughen.py` with slow work (the seed recipe, 128 px)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["roughen"] |= {"recipe": SEED_RECIPE.model_dump(), "n_jobs": 2, "batch_size": 1}
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    faces = np.stack([render_face(3, i, 128) for i in range(n)])
+    (tmp / "data/sampled").mkdir(parents=True)
+    np.save(tmp / "data/sampled/train.npy", faces)
+    np.save(tmp / "data/sampled/test.npy", faces[:4])
+    return tmp
+
+
+def start_stage(cwd: Path, cache: Path) -> subprocess.Popen:
+    env = os.environ | {"SPADE_ROUGHEN_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "stages/roughen.py")],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_workers(proc: subprocess.Popen, n: int = 2, timeout: float = 60) -> set[int]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        workers = children_of(proc.pid)
+        if len(workers) >= n:
+            time.sleep(1.0)  # let them pick up work
+            return children_of(proc.pid)
+        time.sleep(0.1)
+    raise AssertionError("no worker processes appeared")
+
+
+def wait_gone(pids: set[int], timeout: float = 10) -> set[int]:
+    deadline = time.time() + timeout
+    while alive(pids) and time.time() < deadline:
+        time.sleep(0.1)
+    return alive(pids)
+
+
+@pytest.mark.slow
+def test_workers_end_when_the_stage_is_killed(tmp_path):
+    cwd = roughen_dir(tmp_path / "w")
+    proc = start_stage(cwd, tmp_path / "cache")
+    workers = wait_for_workers(proc)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    assert wait_gone(workers) == set(), "orphaned roughen workers are still running"
+
+
+@pytest.mark.slow
+def test_sigterm_is_a_clean_stop(tmp_path):
+    cwd = roughen_dir(tmp_path / "w")
+    proc = start_stage(cwd, tmp_path / "cache")
+    workers = wait_for_workers(proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out
+    assert wait_gone(workers) == set()
+    assert list((cwd / "data/roughs").glob("*")) == []  # no temporary files, no half outputs
+    entries = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert all(not p.name.endswith(".tmp") for p in entries)  # the cache is consistent
+
+
+def test_read_only_cache_computes_without_it(images, caplog):
+    cache = RoughCache("/proc/spade-roughen-cache")  # not writable, even for root
+    out = np.empty_like(images[:3])
+    stats = roughen_array(images[:3], out, SMALL, n_jobs=1, cache=cache, progress=False)
+    assert stats.computed == 3
+    np.testing.assert_array_equal(out[2], roughen_image(images[2], SMALL))
+    assert caplog.text.count("not writable") == 1  # warned once
+
+
+def _fill_cache(args) -> bytes:
+    root, images = args
+    out = np.empty_like(images)
+    roughen_array(images, out, SMALL, n_jobs=1, cache=RoughCache(root), progress=False)
+    return out.tobytes()
+
+
+def test_concurrent_runs_share_one_cache(images, tmp_path):
+    """`dvc exp run --queue -j 2`: two workers writing the same entries at once."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        results = list(pool.map(_fill_cache, [(tmp_path, images)] * 2))
+    assert results[0] == results[1]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) == len(images) and not [p for p in files if p.name.endswith(".tmp")]
+    again = np.empty_like(images)
+    stats = roughen_array(images, again, SMALL, n_jobs=1, cache=RoughCache(tmp_path))
+    assert stats.cached == len(images) and again.tobytes() == results[0]

@@ -15,7 +15,6 @@ from conftest import blob_image, png_bytes
 
 def run_sample(source, out, **kw):
     cfg = SampleConfig(**({"source": str(source), "n_images": 10, "image_size": 32} | kw))
-    cfg.check()
     sample_images(cfg, out)
     return (
         np.load(out / "train.npy"),
@@ -119,3 +118,69 @@ def test_a_file_that_is_not_a_zip_is_rejected(tmp_path):
     (tmp_path / "x.tar").write_bytes(b"abc")
     with pytest.raises(UserError, match=r"not a \.zip"):
         ImageSource(tmp_path / "x.tar")
+
+
+def test_non_utf8_file_name_is_sampled_and_recorded_safely(image_folder, tmp_path):
+    import os
+
+    rng = np.random.default_rng(9)
+    name = os.fsencode(image_folder) + b"/latin1_\xe9.png"
+    with open(name, "wb") as f:
+        f.write(png_bytes(blob_image(rng)))
+    _, _, manifest, _ = run_sample(image_folder, tmp_path / "o", n_images=13)
+    assert "latin1_\\xe9.png" in set(manifest.path)
+
+
+def test_a_failed_run_leaves_the_previous_outputs(image_folder, tmp_path, monkeypatch):
+    import spade.sample as sample_mod
+
+    out = tmp_path / "o"
+    run_sample(image_folder, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sample_mod, "_manifest_csv", broken)
+    with pytest.raises(OSError):
+        run_sample(image_folder, out, seed=1)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_zip_bomb_entry_is_skipped_unread(image_folder, tmp_path):
+    from spade.sample import MAX_FILE_BYTES
+
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(image_folder.rglob("*.png")):
+            z.write(p, p.relative_to(image_folder).as_posix())
+        with z.open("bomb.png", "w", force_zip64=True) as f:
+            chunk = b"\0" * 2**20
+            for _ in range(MAX_FILE_BYTES // len(chunk) + 1):
+                f.write(chunk)
+    assert archive.stat().st_size < 2**20
+    train, test, _, report = run_sample(archive, tmp_path / "o", n_images=12)
+    assert len(train) + len(test) == 12
+    assert [s["path"] for s in report["skipped"]] == ["bomb.png"]
+    assert "too large" in report["skipped"][0]["reason"]
+
+
+def test_report_lists_hidden_and_link_loops_and_counts_upscaled(image_folder, tmp_path):
+    (image_folder / ".hidden.png").write_bytes(b"x")
+    (image_folder / ".git").mkdir()
+    (image_folder / ".git/objects.png").write_bytes(b"x")
+    (image_folder / "loop.png").symlink_to(image_folder / "loop.png")
+    _, _, _, report = run_sample(image_folder, tmp_path / "o", image_size=64)
+    ignored = {i["path"]: i["reason"] for i in report["ignored"]}
+    assert ignored[".hidden.png"] == ignored[".git"] == "hidden"
+    assert "link loop" in ignored["loop.png"]
+    assert report["upscaled"] == 10  # the 40 px images, enlarged to 64
+
+
+def test_no_readable_image_suggests_no_illegal_value(tmp_path):
+    (tmp_path / "src").mkdir()
+    for i in range(3):
+        (tmp_path / "src" / f"{i}.png").write_bytes(b"junk")
+    with pytest.raises(UserError) as e:
+        run_sample(tmp_path / "src", tmp_path / "o", n_images=3, test_fraction=0.34)
+    assert "at most 0" not in str(e.value) and "point sample.source" in str(e.value)

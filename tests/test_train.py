@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,28 +17,19 @@ import torch
 import yaml
 
 import spade.train as train_mod
-from spade.checkpoint import checkpoint_identity, load_generator, load_resumable_checkpoint
-from spade.config import TrainConfig
+from spade.checkpoint import load_generator, load_resumable_checkpoint
+from spade.config import Recipe, TrainConfig
 from spade.dist import DistEnv
 from spade.errors import UserError
 from spade.train import TrainPaths, train
 
 from conftest import ROOT
 
-RECIPE = {
-    "median_before": 3,
-    "spatial_radius": 8.0,
-    "color_radius": 40.0,
-    "max_level": 1,
-    "median_after": 3,
-}
+RECIPE = Recipe(median_before=3, spatial_radius=8, color_radius=40, max_level=1, median_after=3)
+ARCH = {"ngf": 4, "spade_hidden": 8, "z_dim": 8, "nef": 4}
 TINY = {
-    "ngf": 4,
-    "spade_hidden": 8,
-    "z_dim": 8,
-    "ndf": 4,
-    "num_d": 2,
-    "n_layers_d": 2,
+    "arch": ARCH,
+    "disc": {"ndf": 4, "num_d": 2, "n_layers": 2},
     "lambda_vgg": 0.0,
     "lr_g": 0.002,
     "lr_d": 0.002,
@@ -75,14 +67,14 @@ def test_tiny_run_learns_and_writes_every_output(pair_data, tmp_path):
     l1 = tsv(paths, "loss_l1")
     assert l1.iloc[-6:].mean() < 0.7 * l1.iloc[:6].mean()
     assert tsv(paths, "loss_d").nunique() > 10 and tsv(paths, "loss_g").nunique() > 10
-    assert sorted(p.name for p in (paths.live_dir / "plots/images/samples").iterdir()) == [
+    assert sorted(p.name for p in (paths.live_dir / "plots/images/grids").iterdir()) == [
         f"{e:04d}.png" for e in range(8)
     ]
-    for key in ("test_l1", "test_l1_rough", "images_per_s", "steps"):
+    for key in ("test_l1", "test_l1_rough", "worse_than_rough", "steps"):
         assert key in result.metrics
     assert torch.load(paths.checkpoint, weights_only=True)["finished"]
-    model, state = load_generator(paths.generator, torch.device("cpu"))
-    assert state["recipe"] == RECIPE and state["config"]["image_size"] == 32
+    model, recipe = load_generator(paths.generator, torch.device("cpu"))
+    assert recipe == RECIPE and model.image_size == 32 and model.arch.ngf == 4
     assert not model.training
     fake, _, _ = model(torch.zeros(1, 3, 32, 32))
     assert fake.shape == (1, 3, 32, 32) and torch.isfinite(fake).all()
@@ -106,7 +98,10 @@ def test_interrupted_export_is_redone_without_retraining(pair_data, tmp_path):
 def test_vae_run_logs_kl(pair_data, tmp_path):
     paths = paths_in(tmp_path, pair_data)
     train(
-        TrainConfig(**(TINY | {"epochs": 1, "use_vae": True, "nef": 4})), DistEnv(), paths, RECIPE
+        TrainConfig(**(TINY | {"epochs": 1, "arch": ARCH | {"use_vae": True}})),
+        DistEnv(),
+        paths,
+        RECIPE,
     )
     assert (tsv(paths, "loss_kl") >= 0).all()
     model, _ = load_generator(paths.generator, torch.device("cpu"))
@@ -126,44 +121,56 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(pair_data, tmp_path, 
 
     monkeypatch.setattr(train_mod, "train_step", poisoned)
     paths = paths_in(tmp_path, pair_data)
-    with pytest.raises(UserError, match=r"non-finite loss at step 3 .*loss_l1=nan"):
+    with pytest.raises(UserError, match=r"non-finite loss or weights at step 3 .*loss_l1=nan"):
         train(TrainConfig(**TINY), DistEnv(), paths, RECIPE)
     ckpt = torch.load(paths.checkpoint, weights_only=True)
     assert ckpt["step"] == 2 and not ckpt["finished"]
     assert all(torch.isfinite(v).all() for v in ckpt["G"].values() if v.is_floating_point())
 
 
-def fake_checkpoint(path: Path, ident: dict, *, finished: bool) -> None:
+def fake_checkpoint(path: Path, identity: dict, *, finished: bool, **extra) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": 5, "total_steps": 12, "finished": finished, "identity": ident}, path)
+    state = {"step": 5, "total_steps": 12, "finished": finished, "identity": identity}
+    torch.save(state | extra, path)
 
 
-DATA = {"image_size": 32, "n_train": 24, "recipe": RECIPE, "manifest": None}
+DATA = {"image_size": 32, "n_train": 24, "recipe": RECIPE.model_dump(), "manifest": None}
+
+
+def identity(**overrides) -> dict:
+    return TrainConfig(**(TINY | overrides)).output_params() | DATA
 
 
 def test_checkpoint_compatibility_rules(tmp_path):
-    cfg = TrainConfig(**TINY)
-    ident = checkpoint_identity(cfg, DATA)
+    ident = identity()
     path = tmp_path / "checkpoint.pt"
     assert load_resumable_checkpoint(path, ident) is None  # none yet
     fake_checkpoint(path, ident, finished=True)
     assert load_resumable_checkpoint(path, ident) is None  # finished: start a new run
     fake_checkpoint(path, ident, finished=False)
     assert load_resumable_checkpoint(path, ident)["step"] == 5
-    bookkeeping = checkpoint_identity(TrainConfig(**(TINY | {"log_every": 7})), DATA)
-    assert load_resumable_checkpoint(path, bookkeeping)["step"] == 5
-    wider = checkpoint_identity(TrainConfig(**(TINY | {"ngf": 8})), DATA)
-    with pytest.raises(UserError, match=r"ngf: 4 → 8.*networks differ.*rm "):
+    assert load_resumable_checkpoint(path, identity(log_every=7))["step"] == 5  # speed only
+    wider = identity(arch=ARCH | {"ngf": 8})
+    with pytest.raises(UserError, match=r"arch.ngf: 4 → 8.*networks differ.*rm "):
         load_resumable_checkpoint(path, wider)
-    faster = checkpoint_identity(TrainConfig(**(TINY | {"lr_g": 0.1})), DATA)
+    faster = identity(lr_g=0.1)
     with pytest.raises(UserError, match=r"lr_g: 0.002 → 0.1.*restore those parameters"):
         load_resumable_checkpoint(path, faster)
-    resampled = checkpoint_identity(cfg, DATA | {"n_train": 30})
+    resampled = ident | {"n_train": 30}
     with pytest.raises(UserError, match=r"n_train: 24 → 30"):
         load_resumable_checkpoint(path, resampled)
     path.write_bytes(b"garbage")
     with pytest.raises(UserError, match="not a readable checkpoint"):
         load_resumable_checkpoint(path, ident)
+
+
+def test_a_diverged_run_may_retry_with_a_lower_learning_rate(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    fake_checkpoint(path, identity(), finished=False, diverged_at=7)
+    retry = load_resumable_checkpoint(path, identity(lr_g=0.001, lr_d=0.001))
+    assert retry["step"] == 5 and retry["identity"]["lr_g"] == 0.001
+    with pytest.raises(UserError, match="networks differ"):  # but not another network
+        load_resumable_checkpoint(path, identity(arch=ARCH | {"ngf": 8}))
 
 
 def test_batch_larger_than_dataset_is_a_user_error(pair_data, tmp_path):
@@ -183,7 +190,7 @@ def stage_dir(tmp: Path, data: Path, **train_overrides) -> Path:
     """A working directory as `dvc repro` sees it: params.yaml + data/."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"] |= TINY | train_overrides
-    params["roughen"] |= {k: RECIPE[k] for k in RECIPE}
+    params["roughen"]["recipe"] = RECIPE.model_dump()
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copytree(data, tmp / "data")
@@ -266,11 +273,11 @@ def test_ddp_two_processes_on_cpu(pair_data, tmp_path):
     rc, out = run_stage(cwd)  # the stage re-launches itself under torchrun
     assert rc == 0, out
     ckpt = torch.load(cwd / "models/checkpoint.pt", weights_only=True)
-    assert ckpt["finished"] and ckpt["step"] == 24 // (4 * 2)
+    assert ckpt["finished"] and ckpt["step"] == 24 // 4  # batch_size is the global batch
     assert (cwd / "models/generator.pt").is_file()
     # rank 0 alone logs: one line per step, not two
     steps = pd.read_csv(cwd / "dvclive/plots/metrics/train/loss_g.tsv", sep="\t")["step"]
-    assert steps.tolist() == [1, 2, 3]
+    assert steps.tolist() == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.gpu
@@ -280,3 +287,54 @@ def test_cuda_amp_run(pair_data, tmp_path):
     paths = paths_in(tmp_path, pair_data)
     result = train(TrainConfig(**(TINY | {"amp": True})), DistEnv(device=device), paths, RECIPE)
     assert result.steps == 12 and result.metrics["test_l1"] < 1
+
+
+def test_non_finite_weights_never_reach_a_checkpoint_and_a_retry_resumes(
+    pair_data, tmp_path, monkeypatch
+):
+    real_step = train_mod.train_step
+    calls = {"n": 0}
+
+    def poisoned(state, *args, **kw):
+        losses = real_step(state, *args, **kw)
+        calls["n"] += 1
+        if calls["n"] == 10:  # weights broken right after update 10; the losses look fine
+            with torch.no_grad():
+                next(state.bare_g.parameters()).fill_(float("nan"))
+        return losses
+
+    monkeypatch.setattr(train_mod, "train_step", poisoned)
+    paths = paths_in(tmp_path, pair_data)
+    cfg = TINY | {"ckpt_every": 10, "log_every": 5}
+    with pytest.raises(UserError, match=r"at step 10 .*step 6\) holds the last good weights"):
+        train(TrainConfig(**cfg), DistEnv(), paths, RECIPE)
+    ckpt = torch.load(paths.checkpoint, weights_only=True)
+    assert ckpt["step"] == 6 and ckpt["diverged_at"] == 10
+    assert all(torch.isfinite(v).all() for v in ckpt["G"].values() if v.is_floating_point())
+
+    monkeypatch.setattr(train_mod, "train_step", real_step)
+    result = train(TrainConfig(**(cfg | {"lr_g": 0.001})), DistEnv(), paths, RECIPE)  # the advice
+    assert result.steps == 12
+    assert torch.load(paths.checkpoint, weights_only=True)["finished"]
+
+
+def test_worse_than_the_rough_is_flagged_loudly(pair_data, tmp_path, monkeypatch, caplog):
+    def inverted(model, roughs, **kw):
+        return 255 - roughs  # faces further from the real ones than the roughs
+
+    monkeypatch.setattr(train_mod, "generate_faces", inverted)
+    paths = paths_in(tmp_path, pair_data)
+    train(TrainConfig(**(TINY | {"epochs": 1})), DistEnv(), paths, RECIPE)
+    metrics = json.loads(paths.metrics.read_text())
+    assert metrics["worse_than_rough"] is True and metrics["test_l1"] > metrics["test_l1_rough"]
+    assert "WORSE than the roughs" in caplog.text
+
+
+def test_same_run_gives_the_same_bytes(pair_data, tmp_path):
+    runs = [paths_in(tmp_path / name, pair_data) for name in ("a", "b")]
+    for paths in runs:
+        train(TrainConfig(**(TINY | {"epochs": 1})), DistEnv(), paths, RECIPE)
+    a, b = runs
+    assert a.generator.read_bytes() == b.generator.read_bytes()
+    assert a.metrics.read_bytes() == b.metrics.read_bytes()
+    assert b"tmp" not in a.generator.read_bytes()[:4096]  # no temporary name inside the archive

@@ -8,7 +8,8 @@ from spade.metrics.inception import (
     tf_bilinear_resize,
 )
 from spade.metrics.kid import kernel_inception_distance
-from spade.metrics.paired import paired_metrics
+from spade.metrics.paired import paired_metrics, worse_than_rough
+from spade.metrics.reference import load_reference, save_reference
 
 __all__ = [
     "INCEPTION_ID",
@@ -18,6 +19,9 @@ __all__ = [
     "frechet_distance",
     "kernel_inception_distance",
     "load_inception",
+    "load_reference",
     "paired_metrics",
+    "save_reference",
     "tf_bilinear_resize",
+    "worse_than_rough",
 ]

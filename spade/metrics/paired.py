@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -9,6 +10,8 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from spade.errors import UserError
+
+log = logging.getLogger(__name__)
 
 PSNR_CAP_DB = 100.0
 SSIM_KERNEL_SIZE = 11
@@ -85,3 +88,19 @@ def paired_metrics(
     l1, psnr, ssim = totals / len(pred)
     assert math.isfinite(psnr)
     return {"l1": float(l1), "psnr": float(psnr), "ssim": float(ssim)}
+
+
+def worse_than_rough(l1: float, l1_rough: float) -> bool:
+    """Are the generated faces further from the real ones than the roughs they start from?
+
+    Then the model has learnt nothing useful (often: training diverged): say so loudly.
+    """
+    worse = l1 >= l1_rough
+    if worse:
+        log.warning(
+            "!!! The generated faces are WORSE than the roughs they start from (L1 %.4f vs %.4f):"
+            " training probably diverged; try a lower train.lr_g / train.lr_d",
+            l1,
+            l1_rough,
+        )
+    return worse

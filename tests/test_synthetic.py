@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from spade.demo import render_face, write_demo_zip
+from spade.synthetic import render_face, write_faces_zip
 
 
 def _count_clusters(colors: list[np.ndarray], tol: float) -> int:
@@ -75,8 +75,8 @@ def test_face_is_the_same_at_every_size() -> None:
 
 def test_zip_is_byte_stable_and_round_trips(tmp_path: Path) -> None:
     a, b = tmp_path / "a" / "faces.zip", tmp_path / "b.zip"
-    write_demo_zip(a, count=5, size=32, seed=3)
-    write_demo_zip(b, count=5, size=32, seed=3)
+    write_faces_zip(a, count=5, size=32, seed=3)
+    write_faces_zip(b, count=5, size=32, seed=3)
     assert _sha256(a) == _sha256(b)
     assert sorted(p.name for p in a.parent.iterdir()) == ["faces.zip"]  # no temp file left
 
@@ -92,17 +92,17 @@ def test_zip_is_byte_stable_and_round_trips(tmp_path: Path) -> None:
 def test_zip_overwrites_atomically_in_place(tmp_path: Path) -> None:
     path = tmp_path / "faces.zip"
     path.write_bytes(b"stale")
-    write_demo_zip(path, count=2, size=32, seed=0)
+    write_faces_zip(path, count=2, size=32, seed=0)
     first = _sha256(path)
-    write_demo_zip(path, count=2, size=32, seed=0)
+    write_faces_zip(path, count=2, size=32, seed=0)
     assert _sha256(path) == first
     assert zipfile.is_zipfile(path)
 
 
 def test_zip_entries_do_not_depend_on_count(tmp_path: Path) -> None:
     small, large = tmp_path / "5.zip", tmp_path / "10.zip"
-    write_demo_zip(small, count=5, size=32, seed=4)
-    write_demo_zip(large, count=10, size=32, seed=4)
+    write_faces_zip(small, count=5, size=32, seed=4)
+    write_faces_zip(large, count=10, size=32, seed=4)
     with zipfile.ZipFile(small) as zs, zipfile.ZipFile(large) as zl:
         assert len(zl.namelist()) == 10
         assert zs.read("000003.png") == zl.read("000003.png")

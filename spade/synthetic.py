@@ -1,4 +1,4 @@
-"""Procedurally drawn anime-style face portraits: the project's embedded demo dataset.
+"""Procedurally drawn anime-style face portraits: the synthetic dataset of the `demo` stage.
 
 A fresh clone has no real dataset, so the `demo` stage draws faces here. Each face is built from
 random parts (head shape, skin, hair colour and style, eyes, mouth, clothes, background) in
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from spade.images import atomic_path
+from spade.files import ZIP_DATE, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ MIN_SIZE, MAX_SIZE = 32, 512
 _MIN_CANVAS = 256  # supersampled drawing canvas is at least this many pixels wide
 _SHIFT = 4  # fractional bits of polygon vertices: sub-pixel precision for fillPoly/polylines
 _ANCHOR = np.array([0.5, 0.45])  # where the eye-line centre sits on the canvas, before jitter
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 Color = tuple[int, int, int]
 
@@ -526,21 +525,19 @@ def render_face(seed: int, index: int, size: int) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def write_demo_zip(path: Path, count: int, size: int, seed: int) -> None:
-    """Write `count` faces as PNG files named f"{i:06d}.png" into a zip at `path`,
-    byte-for-byte deterministic: ZIP_STORED, fixed ZipInfo.date_time (1980,1,1,0,0,0),
-    fixed external_attr, PNG encoded with cv2.imencode (convert RGB->BGR first).
-    Write to a temp file next to `path` then os.replace (atomic). tqdm progress bar."""
+def write_faces_zip(path: Path, count: int, size: int, seed: int) -> None:
+    """Write `count` faces as PNG files named f"{i:06d}.png" into a zip at `path`, byte for
+    byte deterministic: stored (not deflated), fixed dates and attributes, atomic."""
     path = Path(path)
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-        for i in tqdm(range(count), desc="drawing demo faces", unit="img"):
+        for i in tqdm(range(count), desc="drawing faces", unit="img"):
             bgr = cv2.cvtColor(render_face(seed, i, size), cv2.COLOR_RGB2BGR)
             ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6])
             if not ok:
-                raise RuntimeError(f"PNG encoding failed for demo face {i}")
-            info = zipfile.ZipInfo(f"{i:06d}.png", date_time=_ZIP_DATE)
+                raise RuntimeError(f"PNG encoding failed for face {i}")
+            info = zipfile.ZipInfo(f"{i:06d}.png", date_time=ZIP_DATE)
             info.compress_type = zipfile.ZIP_STORED
             info.create_system = 3  # unix, so external_attr means the same on every platform
             info.external_attr = 0o644 << 16
             zf.writestr(info, png.tobytes())
-    log.info("wrote %d demo faces (%d px, seed %d) to %s", count, size, seed, path)
+    log.info("wrote %d synthetic faces (%d px, seed %d) to %s", count, size, seed, path)
