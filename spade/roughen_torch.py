@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import cv2
@@ -205,21 +206,33 @@ def _box(pos: torch.Tensor, sp: float, size: int) -> tuple[torch.Tensor, torch.T
     return lo, hi
 
 
-def _planes(src: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) packed → (N, H, W, 7) float64 planes c0, c1, c2, |c|², x, y, 1.
+def _planes(src: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(N, H, W) packed → (N, 4, H, W) planes c0, c1, c2, |c|² as `dtype`.
 
-    A window of these planes gives, by two small matrix products, every colour distance
-    (|v|² - 2 v·c + |c|²) and every sum the mean shift needs (Σc, Σx, Σy, count). All values
-    are integers below 2^53, so float64 is exact, and float64 matmuls never drop to TF32/bf16."""
-    n, h, w = src.shape
-    c = unpack(src).to(torch.float64)
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=src.device, dtype=torch.float64),
-        torch.arange(w, device=src.device, dtype=torch.float64),
-        indexing="ij",
-    )
-    coords = torch.stack((xs, ys, torch.ones_like(xs)), -1).expand(n, h, w, 3)
-    return torch.cat((c, (c * c).sum(-1, keepdim=True), coords), -1)
+    A window of these planes gives by one batched matrix product every colour distance
+    (|v|² - 2 v·c + |c|²), and by another the colour sums Σc of the matching pixels."""
+    c = unpack(src).to(dtype)
+    return torch.cat((c, (c * c).sum(-1, keepdim=True)), -1).permute(0, 3, 1, 2).contiguous()
+
+
+def _exact_dtype(device: torch.device, window: int) -> torch.dtype:
+    """float32 where every product and sum is an integer below 2^24 (exact) on the CPU; float64
+    on other devices (where float32 matmuls may silently use TF32) and for huge windows."""
+    fits = window * 255 < 1 << 24 and window * window < 1 << 24
+    return torch.float32 if device.type == "cpu" and fits else torch.float64
+
+
+@contextmanager
+def _ieee_matmul() -> Iterator[None]:
+    """Full-precision float32 CPU matmuls (torch.set_float32_matmul_precision("medium") would
+    let oneDNN use bf16), restored afterwards."""
+    backend = torch.backends.mkldnn.matmul
+    old = backend.fp32_precision
+    backend.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        backend.fp32_precision = old
 
 
 def _window_start(pos: torch.Tensor, r: int, k: int, size: int) -> torch.Tensor:
@@ -239,32 +252,40 @@ def _shift_step(
     """One mean-shift iteration for P pixels: the mean position and colour of the pixels in the
     box around (y0, x0) whose colour is within isr2 of c.
 
-    windows: `_planes(src)` unfolded to (N, H-kh+1, W-kw+1, 7, kh, kw); b, y0, x0: (P,) int64;
-    c: (P, 3) int32. Returns count (P,) and y1, x1 (P,) int64, s (P, 3) int32 (meaningless
-    where count == 0)."""
+    windows: `_planes(src)` unfolded to (N, 4, H-kh+1, W-kw+1, kh, kw); b, y0, x0: (P,) int64;
+    c: (P, 3) int32. Returns count (P,) float and y1, x1 (P,) int64, s (P, 3) int32
+    (meaningless where count == 0). Every float value is an exact integer (see _exact_dtype)."""
     kh, kw = windows.shape[-2:]
-    h, w = windows.shape[1] + kh - 1, windows.shape[2] + kw - 1
+    h, w = windows.shape[2] + kh - 1, windows.shape[3] + kw - 1
+    dev, dtype = b.device, windows.dtype
     r = math.ceil(sp)  # the box always lies within ±ceil(sp) of its centre
     wy, wx = _window_start(y0, r, kh, h), _window_start(x0, r, kw, w)
     ylo, yhi = _box(y0, sp, h)
     xlo, xhi = _box(x0, sp, w)
-    iy = wy[:, None] + torch.arange(kh, device=b.device)  # (P, kh) rows of the window
-    ix = wx[:, None] + torch.arange(kw, device=b.device)
-    inside = ((iy >= ylo[:, None]) & (iy <= yhi[:, None]))[:, :, None] & (
-        (ix >= xlo[:, None]) & (ix <= xhi[:, None])
-    )[:, None, :]
-    g = windows[b, wy, wx].flatten(2)  # (P, 7, kh*kw)
-    cf = c.to(torch.float64)
-    coef = torch.cat((-2 * cf, torch.ones_like(cf[:, :1]), torch.zeros_like(cf)), 1)
+    iy = wy[:, None] + torch.arange(kh, device=dev)  # (P, kh) rows of the window
+    ix = wx[:, None] + torch.arange(kw, device=dev)
+    in_rows = ((iy >= ylo[:, None]) & (iy <= yhi[:, None])).to(dtype)
+    in_cols = ((ix >= xlo[:, None]) & (ix <= xhi[:, None])).to(dtype)
+    g = windows.permute(0, 2, 3, 1, 4, 5)[b, wy, wx].flatten(2)  # (P, 4, kh*kw)
+    cf = c.to(dtype)
+    coef = torch.cat((-2 * cf, torch.ones_like(cf[:, :1])), 1)
     lhs = torch.bmm(coef[:, None, :], g)[:, 0]  # |v|² - 2 v·c, (P, kh*kw)
-    near = lhs <= (isr2 - (cf * cf).sum(1))[:, None]
-    m = (near & inside.flatten(1)).to(torch.float64)
-    sums = torch.bmm(g, m[:, :, None])[:, :, 0]  # Σc0, Σc1, Σc2, -, Σx, Σy, count
-    count = sums[:, 6]
+    m = (lhs <= (isr2 - (cf * cf).sum(1))[:, None]).to(dtype).view(-1, kh, kw)
+    m.mul_(in_rows[:, :, None]).mul_(in_cols[:, None, :])  # inside the box
+    m = m.view(-1, kh * kw)
+    c_sum = torch.bmm(g[:, :3], m[:, :, None])[:, :, 0].to(torch.float64)
+    # Window-relative (column, row, 1) of every window offset: one plain matmul for all P.
+    jj, ii = torch.meshgrid(
+        torch.arange(kw, device=dev, dtype=dtype),
+        torch.arange(kh, device=dev, dtype=dtype),
+        indexing="xy",
+    )
+    rel = torch.stack((jj.flatten(), ii.flatten(), torch.ones_like(jj).flatten()), 1)
+    x_rel, y_rel, count = (m @ rel).to(torch.float64).unbind(1)
     inv = 1.0 / count  # float64 reciprocal, then multiply (not a division)
-    s = torch.round(sums[:, :3] * inv[:, None]).to(torch.int32)
-    x1 = torch.round(sums[:, 4] * inv).to(torch.int64)
-    y1 = torch.round(sums[:, 5] * inv).to(torch.int64)
+    s = torch.round(c_sum * inv[:, None]).to(torch.int32)
+    x1 = torch.round((x_rel + wx * count) * inv).to(torch.int64)
+    y1 = torch.round((y_rel + wy * count) * inv).to(torch.int64)
     return count, y1, x1, s
 
 
@@ -287,7 +308,8 @@ def mean_shift_pixels_torch(
     _, h, w = src.shape
     r = math.ceil(sp)
     kh, kw = min(2 * r + 1, h), min(2 * r + 1, w)
-    windows = _planes(src).unfold(1, kh, 1).unfold(2, kw, 1)
+    dtype = _exact_dtype(src.device, kh * kw)
+    windows = _planes(src, dtype).unfold(2, kh, 1).unfold(3, kw, 1)
     y, x = y.clone(), x.clone()
     c = unpack(src[b, y, x])
     active = torch.arange(len(b), device=src.device)
@@ -296,7 +318,8 @@ def mean_shift_pixels_torch(
         for part in _chunks(len(active), chunk_pixels // (kh * kw)):
             idx = active[part]
             y0, x0, c0 = y[idx], x[idx], c[idx]
-            count, y1, x1, s = _shift_step(windows, b[idx], y0, x0, c0, sp, isr2)
+            with _ieee_matmul():
+                count, y1, x1, s = _shift_step(windows, b[idx], y0, x0, c0, sp, isr2)
             found = count > 0
             moved = (y1 - y0).abs() + (x1 - x0).abs() + ((s - c0) ** 2).sum(-1)
             done = ~found | ((y1 == y0) & (x1 == x0)) | (moved <= EPS)
