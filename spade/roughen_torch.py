@@ -40,6 +40,7 @@ MAX_ITER = 5  # cv2.pyrMeanShiftFiltering's default TermCriteria(MAX_ITER + EPS,
 EPS = 1
 MIN_MASK_DIST = 16  # the coarse-to-fine mask uses max(isr2, 16)
 DEFAULT_CHUNK_PIXELS = 1 << 22
+MIN_GATHER = 64  # pixels per mean-shift gather, whatever chunk_pixels says
 
 
 class RecipeLike(Protocol):
@@ -196,13 +197,22 @@ def unpack(p: torch.Tensor) -> torch.Tensor:
     return torch.stack((p & 255, (p >> 8) & 255, p >> 16), -1)
 
 
+def rne(x: torch.Tensor) -> torch.Tensor:
+    """Round half to even to int64, like OpenCV's cvRound (torch.round does the same, but is
+    far slower on the CPU)."""
+    r = torch.floor(x)
+    frac = x - r  # exact
+    up = (frac > 0.5) | ((frac == 0.5) & (r.remainder(2) == 1))
+    return r.to(torch.int64) + up
+
+
 def _box(pos: torch.Tensor, sp: float, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[max(rne(f32(pos) - sp), 0), min(rne(f32(pos) + sp), size - 1)]: the box bounds, with
     float32 arithmetic and rounding half to even (asymmetric for half-integer sp)."""
     p = pos.to(torch.float32)
     spf = torch.tensor(sp, dtype=torch.float32, device=pos.device)
-    lo = torch.round(p - spf).to(torch.int64).clamp_(min=0)
-    hi = torch.round(p + spf).to(torch.int64).clamp_(max=size - 1)
+    lo = rne(p - spf).clamp_(min=0)
+    hi = rne(p + spf).clamp_(max=size - 1)
     return lo, hi
 
 
@@ -283,9 +293,9 @@ def _shift_step(
     rel = torch.stack((jj.flatten(), ii.flatten(), torch.ones_like(jj).flatten()), 1)
     x_rel, y_rel, count = (m @ rel).to(torch.float64).unbind(1)
     inv = 1.0 / count  # float64 reciprocal, then multiply (not a division)
-    s = torch.round(c_sum * inv[:, None]).to(torch.int32)
-    x1 = torch.round((x_rel + wx * count) * inv).to(torch.int64)
-    y1 = torch.round((y_rel + wy * count) * inv).to(torch.int64)
+    s = rne(c_sum * inv[:, None]).to(torch.int32)
+    x1 = rne((x_rel + wx * count) * inv)
+    y1 = rne((y_rel + wy * count) * inv)
     return count, y1, x1, s
 
 
@@ -315,7 +325,7 @@ def mean_shift_pixels_torch(
     active = torch.arange(len(b), device=src.device)
     for _ in range(MAX_ITER):
         still = []
-        for part in _chunks(len(active), chunk_pixels // (kh * kw)):
+        for part in _chunks(len(active), max(MIN_GATHER, chunk_pixels // (kh * kw))):
             idx = active[part]
             y0, x0, c0 = y[idx], x[idx], c[idx]
             with _ieee_matmul():

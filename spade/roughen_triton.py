@@ -182,7 +182,7 @@ def mean_shift_pixels(
 
     Sums are int32: exact while H·W·max(H, W) < 2^31 (any image up to 1024²)."""
     del chunk_pixels  # nothing here grows with the window
-    n, h, w = src.shape
+    _, h, w = src.shape
     _check_size(src)
     if h * w * max(h, w) >= 1 << 31:
         raise ValueError(f"image too large for int32 sums: {h}×{w}")
@@ -218,7 +218,7 @@ def median_blur(img: torch.Tensor, ksize: int, chunk_pixels: int = 0) -> torch.T
     _check_size(img)
     img = img.contiguous()
     out = torch.empty_like(img)
-    n, h, w, c = img.shape
+    _, h, w, c = img.shape
     block = _block(img.numel(), _BLOCK_MEDIAN)
     grid = (triton.cdiv(img.numel(), block),)
     _median_kernel[grid](img, out, img.numel(), h, w, c, ksize // 2, BLOCK=block)
