@@ -12,12 +12,15 @@ which are not always those its documentation describes.
 HSV→RGB stays OpenCV on the CPU: its float32 output depends on the CPU's SIMD width, so only
 the CPU's own OpenCV reproduces it.
 
-Memory: images go to the device in groups of at most `chunk_pixels` pixels (at least one
-image), and every intermediate that grows with a window (median windows, mean-shift boxes) is
-built for at most `chunk_pixels` (pixel, window-offset) pairs at a time. Peak device memory is
-therefore O(chunk_pixels), independent of the batch size: about 64 bytes per chunk pixel for
-the plain-torch path (int64 gather indices and int32 temporaries), about 30 for the Triton
-path (no window is materialised there), plus the group's images themselves.
+Memory, whatever the batch size: images go to the device in groups of at most `chunk_pixels`
+pixels (at least one image). Per group, the per-pixel tensors (RGB, HSV, the pyramid, packed
+colours, the list of pixels to shift) peak at about 60 bytes per pixel, i.e. ~250 MiB at the
+default 2^22. The plain-torch path also materialises windows: median windows for at most
+`chunk_pixels` (pixel, offset) pairs (at least one image row), mean-shift boxes for at most
+max(chunk_pixels, MIN_GATHER · box area) pairs at ~50 bytes each (float planes, distances,
+matches). The Triton kernels materialise no window: nothing beyond the per-pixel tensors.
+So peak device memory is O(chunk_pixels): ~250 MiB (Triton) to ~500 MiB (plain torch) at the
+default, plus the allocator's slack; the bench reports measured peaks.
 
 On CUDA with Triton available, the two hot loops (the per-pixel mean shift and the median
 order statistic) run as Triton kernels (`spade.roughen_triton`); everywhere else, and as the

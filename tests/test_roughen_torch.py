@@ -42,8 +42,8 @@ class R:
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
-    """One torch thread here: on a loaded 2-core machine, OpenMP threads that wait on each other
-    made this file twice as slow in wall time (and it is as fast on a quiet one)."""
+    """One torch thread here: on a 2-core machine with other work beside, OpenMP threads that
+    wait on each other made these tests twice as slow in wall time."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -419,7 +419,7 @@ def test_kernels_interpreted():
 
 @pytest.fixture
 def interpreted():
-    """spade.roughen_triton with interpreted kernels (this process runs under TRITON_INTERPRET=1)."""
+    """spade.roughen_triton, interpreted (this process runs under TRITON_INTERPRET=1)."""
     from spade import roughen_triton
 
     return roughen_triton
