@@ -2,7 +2,8 @@
 
 Prints images/s, on demo faces, for
   (a) a bare cv2 loop on one core (the baseline, measured in the same run),
-  (b) roughen_torch on the CPU (plain torch, every torch thread),
+  (b) roughen_torch on the CPU (plain torch, one torch thread by default: like (a), and
+      OpenMP threads that wait on each other are much slower on a busy machine),
   (c) roughen_torch on CUDA (Triton kernels) when a GPU is present: warmed up first, with
       the first call's extra time (Triton compilation) reported on its own line,
 at 64, 128 and 256 px with the seed recipe (9, 52, 52, 1, 15) and at 64 px with the demo
@@ -100,13 +101,15 @@ def main() -> None:
     p.add_argument("--cv2-seconds", type=float, default=4.0, help="time budget per cv2 row")
     p.add_argument("--cpu-n", type=int, nargs=4, default=[4, 2, 1, 8], help="images per CPU row")
     p.add_argument("--gpu-n", type=int, default=256, help="images per CUDA row")
+    p.add_argument("--cpu-threads", type=int, default=1, help="torch threads for (b)")
     p.add_argument("--no-cpu-torch", action="store_true", help="skip (b)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cv2.setNumThreads(1)
+    torch.set_num_threads(args.cpu_threads)
     cuda = torch.cuda.is_available()
     log.info(
-        "torch %s (%d CPU threads), cv2 %s, device: %s",
+        "torch %s (%d CPU thread(s)), cv2 %s (1 thread), device: %s",
         torch.__version__,
         torch.get_num_threads(),
         cv2.__version__,

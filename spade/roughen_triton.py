@@ -37,7 +37,9 @@ def _rne(x):
     return ri + up.to(tl.int32)
 
 
-@triton.jit
+# Sizes are not specialised on (divisibility by 16 buys nothing for these gathers): one compiled
+# variant per kernel, whatever the image size, batch or pixel count.
+@triton.jit(do_not_specialize=["n_pix", "H", "W", "isr2"])
 def _mean_shift_kernel(
     src_ptr,  # (N, H, W) int32 packed colours c0 | c1 << 8 | c2 << 16
     pix_ptr,  # (P,) int32 flat pixel indices (b * H + y) * W + x
@@ -120,7 +122,7 @@ def _mean_shift_kernel(
     tl.store(out_ptr + lanes, c0 | (c1 << 8) | (c2 << 16), mask=valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["total", "H", "W", "C", "R"])
 def _median_kernel(
     src_ptr,  # (N, H, W, C) uint8
     out_ptr,
