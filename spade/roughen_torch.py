@@ -42,6 +42,7 @@ import torch.nn.functional as F
 MAX_ITER = 5  # cv2.pyrMeanShiftFiltering's default TermCriteria(MAX_ITER + EPS, 5, 1.0)
 EPS = 1
 MIN_MASK_DIST = 16  # the coarse-to-fine mask uses max(isr2, 16)
+MAX_DIST = 3 * 255 * 255  # the largest squared colour distance
 DEFAULT_CHUNK_PIXELS = 1 << 22
 MIN_GATHER = 64  # pixels per mean-shift gather, whatever chunk_pixels says
 CPU_WINDOW_PAIRS = 1 << 18  # window pieces on the CPU: cache-sized is faster (no page faults)
@@ -234,10 +235,11 @@ def _planes(src: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.cat((c, (c * c).sum(-1, keepdim=True)), -1).permute(0, 3, 1, 2).contiguous()
 
 
-def _exact_dtype(device: torch.device, window: int) -> torch.dtype:
-    """float32 where every product and sum is an integer below 2^24 (exact) on the CPU; float64
-    on other devices (where float32 matmuls may silently use TF32) and for huge windows."""
-    fits = window * 255 < 1 << 24 and window * window < 1 << 24
+def _exact_dtype(device: torch.device, kh: int, kw: int) -> torch.dtype:
+    """float32 on the CPU where every value is an integer below 2^24 (exact): distances are at
+    most 3·255² (with isr2 clamped to that), sums at most kh·kw·max(255, kh, kw). float64 for
+    huge windows, and on other devices (where float32 matmuls may silently use TF32)."""
+    fits = kh * kw * max(255, kh, kw) < 1 << 24
     return torch.float32 if device.type == "cpu" and fits else torch.float64
 
 
@@ -327,7 +329,7 @@ def mean_shift_pixels_torch(
     _, h, w = src.shape
     r = math.ceil(sp)
     kh, kw = min(2 * r + 1, h), min(2 * r + 1, w)
-    dtype = _exact_dtype(src.device, kh * kw)
+    dtype = _exact_dtype(src.device, kh, kw)
     windows = _planes(src, dtype).unfold(2, kh, 1).unfold(3, kw, 1)
     y, x = y.clone(), x.clone()
     c = unpack(src[b, y, x])
@@ -399,7 +401,7 @@ def mean_shift_filter(
     Pyramid of sources by repeated pyrDown; the top level is mean-shifted at every pixel;
     each finer level starts from pyrUp of the coarser result and recomputes, on its own
     source, only the pixels `refine_mask` marks."""
-    isr2 = color_threshold(sr)
+    isr2 = min(color_threshold(sr), MAX_DIST + 1)  # the same tests, in small integers
     sources = [hsv]
     for _ in range(max_level):
         sources.append(pyr_down(sources[-1]))
@@ -477,8 +479,10 @@ def _check(images: np.ndarray, recipe: RecipeLike) -> None:
         k = getattr(recipe, name)
         if not (isinstance(k, int | np.integer) and k >= 1 and k % 2 == 1):
             raise ValueError(f"{name} must be an odd int >= 1, got {k!r}")
-    if not (recipe.spatial_radius > 0 and recipe.color_radius > 0):
-        raise ValueError("spatial_radius and color_radius must be > 0")
+    if not 0 < recipe.spatial_radius < math.inf:
+        raise ValueError(f"spatial_radius must be > 0 and finite, got {recipe.spatial_radius}")
+    if not 0 < recipe.color_radius < 46340:  # OpenCV's int round(sr²) overflows beyond
+        raise ValueError(f"color_radius must be in (0, 46340), got {recipe.color_radius}")
     if not 0 <= recipe.max_level <= 8:
         raise ValueError(f"max_level must be in 0..8, got {recipe.max_level}")
 

@@ -333,7 +333,14 @@ def test_recipe_demo_faces(size, recipe):
 
 @pytest.mark.parametrize(
     "recipe",
-    [R(1, 3.0, 20.0, 0, 1), R(5, 6.5, 30.0, 2, 3), R(15, 10.3, 45.5, 1, 15), R(3, 4.0, 3.9, 3, 7)],
+    [
+        R(1, 3.0, 20.0, 0, 1),
+        R(5, 6.5, 30.0, 2, 3),
+        R(15, 10.3, 45.5, 1, 15),
+        R(3, 4.0, 3.9, 3, 7),
+        R(3, 40.0, 1000.0, 1, 3),  # every colour matches
+        R(3, 200.0, 52.0, 2, 3),  # boxes larger than the image
+    ],
 )
 def test_recipe_variants(recipe):
     rng = np.random.default_rng(11)
@@ -371,6 +378,8 @@ def test_recipe_rejects_bad_input():
         rt.roughen_torch(img, R(3, 3.0, 3.0, 9, 3))
     with pytest.raises(ValueError, match="radius"):
         rt.roughen_torch(img, R(3, 0.0, 3.0, 1, 3))
+    with pytest.raises(ValueError, match="radius"):
+        rt.roughen_torch(img, R(3, 3.0, 1e5, 1, 3))
 
 
 # ---------------------------------------------------------------------------------------------
