@@ -466,9 +466,12 @@ def test_mean_shift_division_tie_interpreted(interpreted):
     yy, xx = np.mgrid[:rows, :cols]
     img[1 : 1 + rows, 1 : 1 + cols] = 0
     img[1 : 1 + rows, 1 : 1 + cols, 0] = q + (yy + xx) % 2
-    sp = 7.0  # the boxes of the middle columns hold the whole region
-    ours = shift_ours(img, sp, 8, 0, shift=interpreted.mean_shift_pixels)
-    assert_same(ours, shift_cv2(img, sp, 8, 0))
+    sp = 7.0  # the boxes of the middle columns hold the whole region: shift just those
+    y, x = torch.tensor([4, 4]), torch.tensor([8, 9])
+    colours = interpreted.mean_shift_pixels(rt.pack(t(img))[None], 0 * y, y, x, sp, 64)
+    expected = shift_cv2(img, sp, 8, 0)[y, x]
+    assert (expected[:, 0] == q).any()  # the tie rounded down, where a division rounds up
+    assert_same(rt.unpack(colours).numpy().astype(np.uint8), expected)
 
 
 @interpreted_only
