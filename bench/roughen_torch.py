@@ -25,14 +25,15 @@ import cv2
 import numpy as np
 import torch
 
-from spade.demo import render_face
-from spade.roughen import Recipe, roughen_image
+from spade.config import Recipe
+from spade.roughen import roughen_image
 from spade.roughen_torch import roughen_torch
+from spade.synthetic import render_face
 
 log = logging.getLogger("bench.roughen_torch")
 
-SEED = Recipe(9, 52.0, 52.0, 1, 15)
-DEMO = Recipe(3, 13.0, 52.0, 1, 5)
+SEED = Recipe(median_before=9, spatial_radius=52, color_radius=52, max_level=1, median_after=15)
+DEMO = Recipe(median_before=3, spatial_radius=13, color_radius=52, max_level=1, median_after=5)
 ROWS = [("seed", SEED, 64), ("seed", SEED, 128), ("seed", SEED, 256), ("demo", DEMO, 64)]
 
 

@@ -29,6 +29,7 @@ reference, the plain-torch functions below run.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -455,7 +456,8 @@ def roughen_hsv(
     if triton:
         from spade import roughen_triton as kernels
 
-        median, shift = kernels.median_blur, kernels.mean_shift_pixels
+        median = kernels.median_blur
+        shift = functools.partial(kernels.mean_shift_pixels, max_iter=MAX_ITER, eps=EPS)
     else:
         median, shift = median_blur_torch, mean_shift_pixels_torch
     hsv = median(rgb_to_hsv(rgb), recipe.median_before, chunk_pixels)

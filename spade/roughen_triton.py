@@ -20,8 +20,6 @@ import torch
 import triton
 import triton.language as tl
 
-from spade.roughen_torch import EPS, MAX_ITER
-
 _BLOCK_SHIFT = 128  # lanes (pixels) per mean-shift program
 _BLOCK_MEDIAN = 256  # lanes (channel values) per median program
 _BIG = 1 << 30
@@ -179,8 +177,12 @@ def mean_shift_pixels(
     sp: float,
     isr2: int,
     chunk_pixels: int = 0,
+    *,
+    max_iter: int,
+    eps: int,
 ) -> torch.Tensor:
-    """Triton `mean_shift_pixels_torch`: final packed colours (P,) of the listed pixels.
+    """Triton `mean_shift_pixels_torch`: final packed colours (P,) of the listed pixels, with
+    OpenCV's termination criteria (`max_iter` iterations, `eps`) passed in.
 
     Sums are int32: exact while H·W·max(H, W) < 2^31 (any image up to 1024²)."""
     del chunk_pixels  # nothing here grows with the window
@@ -202,8 +204,8 @@ def mean_shift_pixels(
         w,
         sp,
         min(isr2, 1 << 30),
-        MAX_ITER=MAX_ITER,
-        EPS=EPS,
+        MAX_ITER=max_iter,
+        EPS=eps,
         BIG=_BIG,
         BLOCK=block,
         num_warps=4,

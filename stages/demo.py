@@ -11,7 +11,7 @@ OUT = Path("data/demo/faces.zip")
 
 def main() -> None:
     cfg = load_params().demo
-    write_faces_zip(OUT, count=cfg.count, size=cfg.size, seed=cfg.seed)
+    write_faces_zip(OUT, count=cfg.count, size=cfg.size, seed=cfg.seed, n_jobs=cfg.n_jobs)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ def main() -> None:
                 images,
                 out,
                 cfg.recipe,
+                backend=cfg.backend,
                 n_jobs=cfg.n_jobs,
                 batch_size=cfg.batch_size,
+                scheduler=cfg.scheduler,
                 cache=cache,
                 desc=f"roughen {split}",
             )

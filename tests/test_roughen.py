@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from spade.config import Recipe
+from spade.errors import UserError
 from spade.roughen import RoughCache, roughen_array, roughen_image
 from spade.synthetic import render_face
 
@@ -215,3 +216,57 @@ def test_concurrent_runs_share_one_cache(images, tmp_path):
     again = np.empty_like(images)
     stats = roughen_array(images, again, SMALL, n_jobs=1, cache=RoughCache(tmp_path))
     assert stats.cached == len(images) and again.tobytes() == results[0]
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def test_torch_engine_equals_opencv_and_shares_the_cache(images, tmp_path):
+    expected = np.empty_like(images[:4])
+    roughen_array(images[:4], expected, SMALL, backend="opencv", n_jobs=1, progress=False)
+    cache = RoughCache(tmp_path)
+    out = np.empty_like(expected)
+    stats = roughen_array(images[:4], out, SMALL, backend="torch", cache=cache, progress=False)
+    assert stats.computed == 4
+    np.testing.assert_array_equal(out, expected)
+    again = np.empty_like(expected)
+    stats = roughen_array(images[:4], again, SMALL, backend="opencv", cache=cache, progress=False)
+    assert stats.cached == 4  # what one engine computed, the other reuses
+    np.testing.assert_array_equal(again, expected)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as c:
+        yield c
+
+
+@pytest.mark.slow
+def test_dask_cluster_gives_the_same_bytes_and_fills_the_cache(images, dask_cluster, tmp_path):
+    local = np.empty_like(images)
+    roughen_array(images, local, SMALL, n_jobs=1, progress=False)
+    cache = RoughCache(tmp_path)
+    remote = np.empty_like(images)
+    address = dask_cluster.scheduler_address
+    stats = roughen_array(
+        images, remote, SMALL, scheduler=address, batch_size=2, cache=cache, progress=False
+    )
+    assert stats.computed == len(images)
+    np.testing.assert_array_equal(remote, local)
+    again = np.empty_like(images)
+    stats = roughen_array(images, again, SMALL, scheduler=address, cache=cache, progress=False)
+    assert stats.cached == len(images)
+
+
+def test_unreachable_scheduler_is_a_clear_error(images, monkeypatch):
+    pytest.importorskip("distributed")
+    import spade.roughen as roughen_mod
+
+    monkeypatch.setattr(roughen_mod, "SCHEDULER_TIMEOUT_S", 2)
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match=r"cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        roughen_array(images[:2], np.empty_like(images[:2]), SMALL, scheduler="tcp://127.0.0.1:9")
+    assert time.monotonic() - t0 < 30

@@ -9,6 +9,7 @@ on CUDA in the `gpu` test.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import subprocess
@@ -22,11 +23,12 @@ import pytest
 import torch
 
 from spade import roughen_torch as rt
-from spade.demo import render_face
-from spade.roughen import Recipe, roughen_image
+from spade.config import Recipe
+from spade.roughen import roughen_image
+from spade.synthetic import render_face
 
-SEED = Recipe(9, 52.0, 52.0, 1, 15)
-DEMO = Recipe(3, 13.0, 52.0, 1, 5)
+SEED = Recipe(median_before=9, spatial_radius=52, color_radius=52, max_level=1, median_after=15)
+DEMO = Recipe(median_before=3, spatial_radius=13, color_radius=52, max_level=1, median_after=5)
 
 
 @dataclass(frozen=True)
@@ -455,7 +457,8 @@ def test_mean_shift_interpreted(interpreted):
         (blobs(rng, 1, 6), 1.5, 52, 0),
     ]
     for img, sp, sr, level in cases:
-        ours = shift_ours(img, sp, sr, level, shift=interpreted.mean_shift_pixels)
+        shift = functools.partial(interpreted.mean_shift_pixels, max_iter=rt.MAX_ITER, eps=rt.EPS)
+        ours = shift_ours(img, sp, sr, level, shift=shift)
         assert_same(ours, shift_cv2(img, sp, sr, level))
 
 
@@ -468,7 +471,9 @@ def test_mean_shift_division_tie_interpreted(interpreted):
     img[1 : 1 + rows, 1 : 1 + cols, 0] = q + (yy + xx) % 2
     sp = 7.0  # the boxes of the middle columns hold the whole region: shift just those
     y, x = torch.tensor([4, 4]), torch.tensor([8, 9])
-    colours = interpreted.mean_shift_pixels(rt.pack(t(img))[None], 0 * y, y, x, sp, 64)
+    colours = interpreted.mean_shift_pixels(
+        rt.pack(t(img))[None], 0 * y, y, x, sp, 64, max_iter=rt.MAX_ITER, eps=rt.EPS
+    )
     expected = shift_cv2(img, sp, 8, 0)[y, x]
     assert (expected[:, 0] == q).any()  # the tie rounded down, where a division rounds up
     assert_same(rt.unpack(colours).numpy().astype(np.uint8), expected)

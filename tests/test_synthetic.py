@@ -106,3 +106,10 @@ def test_zip_entries_do_not_depend_on_count(tmp_path: Path) -> None:
     with zipfile.ZipFile(small) as zs, zipfile.ZipFile(large) as zl:
         assert len(zl.namelist()) == 10
         assert zs.read("000003.png") == zl.read("000003.png")
+
+
+def test_parallel_drawing_gives_the_same_zip(tmp_path):
+    serial, parallel = tmp_path / "a.zip", tmp_path / "b.zip"
+    write_faces_zip(serial, count=70, size=32, seed=2, n_jobs=1)  # two chunks of 64 and 6
+    write_faces_zip(parallel, count=70, size=32, seed=2, n_jobs=2)
+    assert serial.read_bytes() == parallel.read_bytes()
