@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test lint format bench
+.PHONY: setup repro test lint format bench gpu-check
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,3 +36,6 @@ bench: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/roughen.py
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/train.py
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/fid.py
+
+gpu-check: setup  ## prove the GPU path (tests, 256 px rehearsal, throughput, NVlabs side by side)
+	PATH=$(CURDIR)/$(BIN):$$PATH python bench/gpu_check.py

@@ -1,24 +1,30 @@
-"""Benchmark one full training step (D update + G update) in images/s.
+"""Benchmark one full training step (D update + G update) in images/s, switch by switch.
 
-For a fixed image size and batch, compares plain fp32 (contiguous tensors, no autocast) with the
-fast path the trainer uses (channels_last, plus bf16 autocast where the device has it: CUDA).
-Runs on the CPU, and on the GPU at 256 px whenever one is available.
+Variants, each measured in the same run on the same random batch: plain fp32 (contiguous
+tensors, no autocast, the classic Adam), then one speed-up switch added at a time:
+channels_last, bf16 autocast (CUDA), fused Adam (CUDA), torch.compile (CUDA, opt-in). Prints
+images/s, the speed-up over fp32 and, on CUDA, the peak memory of each.
 
-    python bench/train.py                       # CPU at 64 px (demo networks) + GPU if present
-    python bench/train.py --cpu-size 128 --steps 5
+    python bench/train.py                          # CPU at 64 px (demo networks) + GPU rows
+    python bench/train.py --gpu-batches 4 16 --compile
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
 from spade.config import TrainConfig
 from spade.dist import DistEnv
-from spade.train import train_step
+from spade.train import speed_flags, train_step
 from spade.train_state import build_train_state
 
 log = logging.getLogger("bench.train")
@@ -31,37 +37,105 @@ FULL_NETS = {
     "arch": {"ngf": 64, "spade_hidden": 128, "z_dim": 256},
     "disc": {"ndf": 64, "n_layers": 4, "num_d": 2},
 }
+TINY_NETS = {
+    "arch": {"ngf": 4, "spade_hidden": 8, "z_dim": 8},
+    "disc": {"ndf": 4, "n_layers": 2, "num_d": 2},
+}
 
 
-def images_per_s(cfg: TrainConfig, size: int, device: torch.device, steps: int) -> float:
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    channels_last: bool = False
+    amp: bool = False
+    fused: bool = False
+    compile: bool = False
+
+
+def variants(device: torch.device, with_compile: bool) -> list[Variant]:
+    """fp32, then each switch added on top of the previous ones (CUDA-only ones on CUDA)."""
+    out = [Variant("fp32"), Variant("+ channels_last", channels_last=True)]
+    if device.type == "cuda":
+        out += [
+            Variant("+ bf16 autocast", channels_last=True, amp=True),
+            Variant("+ fused Adam (the trainer's path)", channels_last=True, amp=True, fused=True),
+        ]
+        if with_compile:
+            out.append(Variant("+ torch.compile", True, True, True, compile=True))
+    return out
+
+
+def measure(
+    nets: dict, variant: Variant, size: int, batch: int, device: torch.device, steps: int
+) -> dict[str, float]:
+    """images/s (and peak GiB on CUDA, and compile seconds) of `steps` timed steps."""
+    cfg = TrainConfig(
+        **nets,
+        batch_size=batch,
+        lambda_vgg=0.0,
+        channels_last=variant.channels_last,
+        amp=variant.amp,
+        compile=variant.compile,
+    )
     torch.manual_seed(0)
-    state = build_train_state(cfg, size, DistEnv(device=device))
+    state = build_train_state(cfg, size, DistEnv(device=device), fused=variant.fused)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    b = cfg.batch_size
     rough, real = (
-        (torch.rand(b, 3, size, size, device=device) * 2 - 1).contiguous(memory_format=fmt)
+        (torch.rand(batch, 3, size, size, device=device) * 2 - 1).contiguous(memory_format=fmt)
         for _ in range(2)
     )
-    for _ in range(2):  # warm-up (cudnn autotuning, allocator)
-        train_step(state, rough, real, cfg)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
+    for _ in range(3 if device.type == "cuda" else 1):  # warm-up: cudnn autotuning, compile
+        train_step(state, rough, real, cfg)
     sync()
+    warmup_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(steps):
         train_step(state, rough, real, cfg)
     sync()
-    return steps * b / (time.perf_counter() - t0)
+    result = {"images_per_s": round(steps * batch / (time.perf_counter() - t0), 2)}
+    if device.type == "cuda":
+        result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if variant.compile:
+        result["compile_s"] = round(warmup_s, 1)
+    return result
 
 
-def compare(label: str, base: TrainConfig, size: int, device: torch.device, steps: int) -> None:
-    plain = base.model_copy(update={"channels_last": False, "amp": False})
-    fast = base.model_copy(update={"channels_last": True, "amp": True})
-    r_plain = images_per_s(plain, size, device, steps)
-    r_fast = images_per_s(fast, size, device, steps)
-    fast_name = ("bf16 autocast + " if device.type == "cuda" else "") + "channels_last"
-    log.info("%s %d px, batch %d, %s:", label, size, base.batch_size, device)
-    log.info("  %-30s %8.2f img/s", "fp32, contiguous", r_plain)
-    log.info("  %-30s %8.2f img/s   %.2fx", fast_name, r_fast, r_fast / r_plain)
+def compare(
+    nets: dict,
+    size: int,
+    batch: int,
+    device: torch.device,
+    steps: int,
+    with_compile: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Every variant at one batch size; failures (out of memory, compile errors) are recorded."""
+    rows: dict[str, dict[str, float]] = {}
+    for variant in variants(device, with_compile):
+        try:
+            rows[variant.name] = measure(nets, variant, size, batch, device, steps)
+        except Exception as e:  # OOM or a compiler error: report, go on
+            rows[variant.name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    base = rows["fp32"].get("images_per_s")
+    for row in rows.values():
+        if base and "images_per_s" in row:
+            row["speedup"] = round(row["images_per_s"] / base, 2)
+    return rows
+
+
+def show(title: str, rows: dict[str, dict[str, float]]) -> None:
+    log.info("%s", title)
+    for name, row in rows.items():
+        if "error" in row:
+            log.info("  %-36s %s", name, row["error"])
+            continue
+        mem = f"  {row['peak_gib']:6.2f} GiB" if "peak_gib" in row else ""
+        log.info("  %-36s %8.2f img/s  %5.2fx%s", name, row["images_per_s"], row["speedup"], mem)
 
 
 def main() -> None:
@@ -69,19 +143,23 @@ def main() -> None:
     p.add_argument("--cpu-size", type=int, default=64)
     p.add_argument("--cpu-batch", type=int, default=16)
     p.add_argument("--gpu-size", type=int, default=256)
-    p.add_argument("--gpu-batch", type=int, default=16)
+    p.add_argument("--gpu-batches", type=int, nargs="+", default=[4, 16])
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile (CUDA)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.backends.cudnn.benchmark = True
-    cpu_cfg = TrainConfig(**DEMO_NETS, batch_size=args.cpu_batch, lambda_vgg=0.0)
-    compare("CPU, demo networks,", cpu_cfg, args.cpu_size, torch.device("cpu"), args.steps)
-    if torch.cuda.is_available():
-        log.info("GPU: %s", torch.cuda.get_device_name())
-        gpu_cfg = TrainConfig(**FULL_NETS, batch_size=args.gpu_batch, lambda_vgg=0.0)
-        compare("GPU, full networks,", gpu_cfg, args.gpu_size, torch.device("cuda"), 4 * args.steps)
-    else:
+    speed_flags(torch.device("cuda"))
+    cpu = torch.device("cpu")
+    rows = compare(DEMO_NETS, args.cpu_size, args.cpu_batch, cpu, args.steps)
+    show(f"CPU, demo networks, {args.cpu_size} px, batch {args.cpu_batch}:", rows)
+    if not torch.cuda.is_available():
         log.info("no CUDA device: GPU rows skipped")
+        return
+    gpu = torch.device("cuda")
+    log.info("GPU: %s", torch.cuda.get_device_name())
+    for batch in args.gpu_batches:
+        rows = compare(FULL_NETS, args.gpu_size, batch, gpu, 4 * args.steps, args.compile)
+        show(f"GPU, full networks, {args.gpu_size} px, batch {batch}:", rows)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ class Rule:
 
 
 ODD = Rule("odd", lambda v: v % 2 == 1)
+ALL_CORES_OR_COUNT = Rule("-1 (all cores) or >= 1", lambda v: v == -1 or v >= 1)
 POWER_OF_TWO = Rule("a power of two", lambda v: v > 0 and v & (v - 1) == 0)
 
 Number = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)]
@@ -69,6 +70,7 @@ Text = Annotated[str, Strict()]
 # leave room for all of them on every platform.
 MAX_SEED = 2**31 - 1
 Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
+Jobs = Annotated[int, Strict(), ALL_CORES_OR_COUNT]  # worker processes
 Beta = Annotated[float, BeforeValidator(_number), Field(ge=0.0, lt=1.0)]
 
 
@@ -104,9 +106,12 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 class DemoConfig(Section):
     """`demo`: the procedurally drawn default dataset (`spade.synthetic`)."""
 
+    SPEED_KEYS: ClassVar[frozenset[str]] = frozenset({"n_jobs"})
+
     count: Integer = Field(1200, ge=1, le=1_000_000)
     size: Integer = Field(128, ge=32, le=512)
     seed: Seed = 0
+    n_jobs: Jobs = 1  # processes drawing faces
 
 
 class SampleConfig(Section):
@@ -146,17 +151,15 @@ class Recipe(Section):
 class RoughenConfig(Section):
     """`roughen`: the recipe (a dependency) and how fast to run it (not dependencies)."""
 
-    SPEED_KEYS: ClassVar[frozenset[str]] = frozenset({"n_jobs", "batch_size"})
+    SPEED_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"backend", "n_jobs", "batch_size", "scheduler"}
+    )
 
     recipe: Recipe = Recipe()
-    n_jobs: Integer = Field(-1, ge=-1)
+    backend: Literal["auto", "opencv", "torch"] = "auto"  # auto: torch with CUDA, else opencv
+    n_jobs: Jobs = -1
     batch_size: Integer = Field(32, ge=1)
-
-    def model_post_init(self, _context: Any) -> None:
-        if self.n_jobs == 0:
-            raise UserError(
-                "params.yaml: roughen.n_jobs = 0 is not legal; use -1 (all cores) or >= 1"
-            )
+    scheduler: Text = ""  # a Dask scheduler address (opencv engine); "" = this machine
 
 
 class GeneratorArch(Section):
@@ -165,6 +168,7 @@ class GeneratorArch(Section):
     ngf: Integer = Field(64, ge=1)
     spade_hidden: Integer = Field(128, ge=1)
     z_dim: Integer = Field(256, ge=1)
+    z_every_layer: Flag = False  # z also scales and shifts every SPADE layer (style variety)
     noise: Flag = True
     use_vae: Flag = False
     nef: Integer = Field(64, ge=1)
@@ -193,6 +197,7 @@ class TrainConfig(Section):
     lambda_l1: Number = Field(100.0, ge=0.0)
     lambda_vgg: Number = Field(10.0, ge=0.0)
     lambda_kl: Number = Field(0.05, ge=0.0)
+    lambda_ms: Number = Field(0.0, ge=0.0)  # mode seeking: rewards faces that differ with z
     # optimisation
     lr_g: Number = Field(1e-4, gt=0.0)
     lr_d: Number = Field(4e-4, gt=0.0)
@@ -207,6 +212,7 @@ class TrainConfig(Section):
     # hardware: each can change the numbers (bf16, memory layout, BatchNorm per process)
     amp: Flag = True
     channels_last: Flag = True
+    compile: Flag = False  # torch.compile the networks (CUDA)
     nproc: Integer = Field(1, ge=1)
     # speed and logging only
     num_workers: Integer = Field(2, ge=0)
@@ -222,6 +228,11 @@ class TrainConfig(Section):
             )
         if self.arch.use_vae and self.lambda_kl == 0:
             raise UserError("params.yaml: train.arch.use_vae needs train.lambda_kl > 0")
+        if self.arch.use_vae and self.lambda_ms > 0:
+            raise UserError(
+                "params.yaml: train.lambda_ms > 0 compares faces from two random z, but with "
+                "train.arch.use_vae z comes from the real face; use one or the other"
+            )
         if self.batch_size % self.nproc:
             legal = [b for b in range(self.nproc, 4 * self.nproc + 1, self.nproc)]
             raise UserError(
@@ -250,6 +261,7 @@ class EvaluateConfig(Section):
     kid_subsets: Integer = Field(100, ge=1)
     kid_subset_size: Integer = Field(1000, ge=2)
     grid_rows: Integer = Field(8, ge=1, le=64)
+    diversity_k: Integer = Field(5, ge=2, le=16)  # faces per test rough for `diversity`
 
 
 class Params(Section):

@@ -13,14 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from spade.inference import generate_faces
 from spade.metrics import (
     INCEPTION_ID,
     extract_features,
     fid_from_features,
     kernel_inception_distance,
+    mean_pairwise_l1,
     paired_metrics,
     worse_than_rough,
 )
+from spade.networks import StyledGenerator
 
 log = logging.getLogger(__name__)
 
@@ -78,4 +81,31 @@ def evaluate_images(
             f"FID from {n} < {FID_MIN_IMAGES} images is biased upward and not comparable "
             "across test-set sizes; compare runs by KID"
         )
+    return metrics
+
+
+def diversity_metrics(
+    model: StyledGenerator,
+    roughs: np.ndarray,
+    real: np.ndarray,
+    generated: np.ndarray,
+    *,
+    k: int,
+    seed: int,
+    batch_size: int,
+) -> dict[str, float]:
+    """Mean pairwise L1 of k faces per test rough: from seeds seed…seed+k−1 (`generated` is the
+    first), and, with the style encoder, with z the mean of k other test faces."""
+    faces = [generated] + [
+        generate_faces(model, roughs, seed=seed + i, batch_size=batch_size) for i in range(1, k)
+    ]
+    metrics = {"diversity": round(mean_pairwise_l1(faces), 6)}
+    if model.encoder is not None:
+        styled = [
+            generate_faces(
+                model, roughs, seed=seed, batch_size=batch_size, styles=np.roll(real, -i, 0)
+            )
+            for i in range(1, k + 1)
+        ]
+        metrics["diversity_style"] = round(mean_pairwise_l1(styled), 6)
     return metrics

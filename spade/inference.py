@@ -29,14 +29,21 @@ def generate_faces(
     batch_size: int = 32,
     out: np.ndarray | None = None,
     progress: bool = False,
+    styles: np.ndarray | None = None,
 ) -> np.ndarray:
-    """G(rough) for uint8 (N, S, S, 3) roughs, batched; z and noise from one seeded stream."""
+    """G(rough) for uint8 (N, S, S, 3) roughs, batched; z and noise from one seeded stream.
+
+    With `styles` (N reference faces, needs the style encoder) z is the encoder's mean of
+    styles[i] instead of a random draw; the noise still comes from `seed`.
+    """
     device = next(model.parameters()).device
     out = np.empty_like(roughs) if out is None else out
     rng = seeded(seed)
     starts = range(0, len(roughs), batch_size)
     for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
-        cond = to_model(roughs[start : start + batch_size], device)
-        fake, _, _ = model(cond, rng=rng)
+        batch = slice(start, start + batch_size)
+        cond = to_model(roughs[batch], device)
+        z = None if styles is None else model.encoder(to_model(styles[batch], device))[0]
+        fake, _, _ = model(cond, z=z, rng=rng)
         out[start : start + len(cond)] = to_images(fake)
     return out

@@ -72,19 +72,30 @@ def generator_channels(arch: GeneratorArch, image_size: int) -> list[int]:
 
 
 class SPADE(nn.Module):
-    """Parameter-free BatchNorm, then a per-pixel affine predicted from the rough."""
+    """Parameter-free BatchNorm, then a per-pixel affine predicted from the rough.
 
-    def __init__(self, channels: int, cond_channels: int, hidden: int):
+    With `style_dim`, a style vector w adds a per-channel scale and bias to it (AdaIN-like), so
+    z reaches every layer instead of only the 4×4 start, where the SPADE layers can wash it out.
+    """
+
+    def __init__(self, channels: int, cond_channels: int, hidden: int, style_dim: int = 0):
         super().__init__()
         self.norm = nn.BatchNorm2d(channels, affine=False)
         self.shared = nn.Sequential(nn.Conv2d(cond_channels, hidden, 3, padding=1), nn.ReLU())
         self.gamma = nn.Conv2d(hidden, channels, 3, padding=1)
         self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.style = nn.Linear(style_dim, 2 * channels) if style_dim else None
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor, w: torch.Tensor | None = None
+    ) -> torch.Tensor:
         cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
         h = self.shared(cond)
-        return self.norm(x) * (1 + self.gamma(h)) + self.beta(h)
+        gamma, beta = self.gamma(h), self.beta(h)
+        if self.style is not None:
+            style_gamma, style_beta = self.style(w)[:, :, None, None].chunk(2, dim=1)
+            gamma, beta = gamma + style_gamma, beta + style_beta
+        return self.norm(x) * (1 + gamma) + beta
 
 
 class NoiseInjection(nn.Module):
@@ -100,24 +111,37 @@ class NoiseInjection(nn.Module):
 
 
 class SPADEResBlock(nn.Module):
-    def __init__(self, fin: int, fout: int, cond_channels: int, hidden: int, noise: bool):
+    def __init__(
+        self, fin: int, fout: int, arch: GeneratorArch, cond_channels: int = COND_CHANNELS
+    ):
         super().__init__()
         fmid = min(fin, fout)
-        self.norm_0 = SPADE(fin, cond_channels, hidden)
+        hidden, style_dim = arch.spade_hidden, arch.z_dim if arch.z_every_layer else 0
+        self.norm_0 = SPADE(fin, cond_channels, hidden, style_dim)
         self.conv_0 = spectral_norm(nn.Conv2d(fin, fmid, 3, padding=1))
-        self.norm_1 = SPADE(fmid, cond_channels, hidden)
+        self.norm_1 = SPADE(fmid, cond_channels, hidden, style_dim)
         self.conv_1 = spectral_norm(nn.Conv2d(fmid, fout, 3, padding=1))
-        self.noise = NoiseInjection() if noise else None
+        self.noise = NoiseInjection() if arch.noise else None
         self.learned_shortcut = fin != fout
         if self.learned_shortcut:
-            self.norm_s = SPADE(fin, cond_channels, hidden)
+            self.norm_s = SPADE(fin, cond_channels, hidden, style_dim)
             self.conv_s = spectral_norm(nn.Conv2d(fin, fout, 1, bias=False))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, rng: RandomStream) -> torch.Tensor:
-        skip = self.conv_s(self.norm_s(x, cond)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, cond), 0.2))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, cond), 0.2))
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor, rng: RandomStream, w: torch.Tensor | None
+    ) -> torch.Tensor:
+        skip = self.conv_s(self.norm_s(x, cond, w)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, cond, w), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, cond, w), 0.2))
         return skip + (self.noise(dx, rng) if self.noise is not None else dx)
+
+
+def mapping_network(dim: int, depth: int = 2) -> nn.Sequential:
+    """z → w: a small MLP, so per-layer styles need not be linear in z."""
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Linear(dim, dim), nn.LeakyReLU(0.2)]
+    return nn.Sequential(*layers)
 
 
 class Generator(nn.Module):
@@ -130,10 +154,10 @@ class Generator(nn.Module):
         self.fc = nn.Linear(arch.z_dim, widths[0] * START_SIZE * START_SIZE)
         fins = [widths[0], *widths[:-1]]
         self.blocks = nn.ModuleList(
-            SPADEResBlock(fin, fout, COND_CHANNELS, arch.spade_hidden, arch.noise)
-            for fin, fout in zip(fins, widths, strict=True)
+            SPADEResBlock(fin, fout, arch) for fin, fout in zip(fins, widths, strict=True)
         )
         self.to_rgb = nn.Conv2d(widths[-1], 3, 3, padding=1)
+        self.mapping = mapping_network(arch.z_dim) if arch.z_every_layer else None
 
     def forward(
         self, cond: torch.Tensor, z: torch.Tensor | None = None, rng: RandomStream = GLOBAL_RNG
@@ -141,10 +165,11 @@ class Generator(nn.Module):
         if z is None:
             z = rng.randn(cond.shape[0], self.arch.z_dim, device=cond.device)
         x = self.fc(z).view(z.shape[0], -1, START_SIZE, START_SIZE)  # (B, 16ngf, 4, 4)
+        w = self.mapping(z) if self.mapping is not None else None  # (B, z_dim)
         for i, block in enumerate(self.blocks):
             if i > 0:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = block(x, cond, rng)
+            x = block(x, cond, rng, w)
         return torch.tanh(self.to_rgb(F.leaky_relu(x, 0.2)))  # (B, 3, S, S)
 
 

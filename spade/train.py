@@ -45,7 +45,13 @@ from spade.errors import UserError
 from spade.files import write_json
 from spade.images import comparison_grid
 from spade.inference import generate_faces
-from spade.losses import d_hinge_loss, feature_matching_loss, g_hinge_loss, kl_loss
+from spade.losses import (
+    d_hinge_loss,
+    feature_matching_loss,
+    g_hinge_loss,
+    kl_loss,
+    mode_seeking_loss,
+)
 from spade.metrics.paired import paired_metrics, worse_than_rough
 from spade.networks import GLOBAL_RNG, RandomStream
 from spade.train_state import TrainState, build_train_state
@@ -154,7 +160,11 @@ def train_step(
     """
     device = rough.device
     with _autocast(cfg, device):
-        fake, mu, logvar = state.g(rough, style=real, rng=rng)
+        if cfg.lambda_ms > 0:
+            fake, fake_b, z, z_b = _two_styles(state, rough, cfg, rng)
+            mu = logvar = None
+        else:  # z drawn inside the generator (from the style encoder with use_vae)
+            fake, mu, logvar = state.g(rough, style=real, rng=rng)
         fake_pair, real_pair = torch.cat([fake, rough], 1), torch.cat([real, rough], 1)
         # Discriminator: hinge on one batch of (detached) fakes and reals.
         out = state.d(torch.cat([fake_pair.detach(), real_pair], dim=0))
@@ -179,6 +189,9 @@ def train_step(
             losses["vgg"] = cfg.lambda_vgg * state.vgg(fake.float(), real)
         if mu is not None:
             losses["kl"] = cfg.lambda_kl * kl_loss(mu.float(), logvar.float())
+        if cfg.lambda_ms > 0:
+            n = len(fake_b)
+            losses["ms"] = cfg.lambda_ms * mode_seeking_loss(fake[:n], fake_b, z[:n], z_b)
         loss_g = torch.stack([v.float() for v in losses.values()]).sum()
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
@@ -189,14 +202,25 @@ def train_step(
     }
 
 
+def _two_styles(state: TrainState, rough: torch.Tensor, cfg: TrainConfig, rng: RandomStream):
+    """Faces for the batch and, for its first half, a second face from another z: one
+    generator pass over both, for the mode-seeking term. Returns (fake, fake_b, z, z_b)."""
+    n = max(1, len(rough) // 2)
+    z = rng.randn(len(rough), cfg.arch.z_dim, device=rough.device)
+    z_b = rng.randn(n, cfg.arch.z_dim, device=rough.device)
+    out, _, _ = state.g(torch.cat([rough, rough[:n]]), z=torch.cat([z, z_b]), rng=rng)
+    return out[: len(rough)], out[len(rough) :], z, z_b
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
-    """EMA of the weights with a warm-up (decay ≤ (1+t)/(10+t)); buffers are copied."""
+    """EMA of the weights with a warm-up (decay ≤ (1+t)/(10+t)); buffers are copied.
+
+    One multi-tensor kernel for all parameters (and one for the buffers), not one per tensor.
+    """
     decay = min(decay, (1 + step) / (10 + step))
-    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-        p_ema.lerp_(p, 1 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-        b_ema.copy_(b)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+    torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
 
 
 # --------------------------------------------------------------------------- health and signals
@@ -355,7 +379,8 @@ def make_loader(
     )
 
 
-def _speed_flags(device: torch.device) -> None:
+def speed_flags(device: torch.device) -> None:
+    """cuDNN autotuning and TF32 matrix units on CUDA (what fp32 runs use there too)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -398,7 +423,7 @@ def train(cfg: TrainConfig, env: DistEnv, paths: TrainPaths, recipe: Recipe) -> 
             " lower train.batch_size"
         )
     total = cfg.epochs * steps_per_epoch
-    _speed_flags(env.device)
+    speed_flags(env.device)
     torch.manual_seed(cfg.seed)  # the same initial weights and random stream on every rank
     state = build_train_state(cfg, train_set.image_size, env)
     identity = run_identity(cfg, paths, len(train_set), train_set.image_size, recipe)

@@ -6,7 +6,7 @@ from spade.checkpoint import load_generator
 from spade.config import load_params
 from spade.console import run
 from spade.devices import resolve_device
-from spade.evaluate import evaluate_images
+from spade.evaluate import diversity_metrics, evaluate_images
 from spade.files import atomic_paths, json_bytes
 from spade.images import comparison_grid, load_image_array, open_image_array, png_bytes
 from spade.inference import generate_faces
@@ -43,6 +43,15 @@ def main() -> None:
             kid_subsets=cfg.kid_subsets,
             kid_subset_size=cfg.kid_subset_size,
             seed=cfg.seed,
+        )
+        metrics |= diversity_metrics(
+            model,
+            roughs,
+            real,
+            generated,
+            k=cfg.diversity_k,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
         )
         metrics_path.write_bytes(json_bytes(metrics))
 

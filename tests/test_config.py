@@ -86,7 +86,7 @@ def test_bad_values_name_the_key_and_legal_values(raw, fragment):
 
 
 def test_unknown_key_lists_legal_keys():
-    fails({"demo": {"colour": 1}}, "legal keys in 'demo': count, seed, size")
+    fails({"demo": {"colour": 1}}, "legal keys in 'demo': count, n_jobs, seed, size")
 
 
 def test_misspelt_section_is_refused_by_name():

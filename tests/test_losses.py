@@ -37,3 +37,12 @@ def test_vgg_without_weights_is_a_clear_user_error(monkeypatch):
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
     with pytest.raises(UserError, match="lambda_vgg: 0"):
         VGGLoss()
+
+
+def test_mode_seeking_rewards_faces_that_differ():
+    from spade.losses import mode_seeking_loss
+
+    z_a, z_b = torch.zeros(2, 8), torch.ones(2, 8)
+    same = mode_seeking_loss(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4), z_a, z_b)
+    apart = mode_seeking_loss(torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4), z_a, z_b)
+    assert same > 1000 and apart == pytest.approx(1.0, rel=1e-3)  # 1 / (1 / 1)

@@ -89,3 +89,23 @@ def test_cuda_bf16_channels_last_forward():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         fake, _, _ = G(rough)
     assert fake.shape == (2, 3, 64, 64) and torch.isfinite(fake.float()).all()
+
+
+def test_z_every_layer_modulates_every_spade_layer():
+    torch.manual_seed(0)
+    G = tiny(32, z_every_layer=True).eval()
+    spades = [m for m in G.modules() if m.__class__.__name__ == "SPADE"]
+    assert spades and all(m.style is not None for m in spades)
+    rough = torch.rand(1, 3, 32, 32) * 2 - 1
+    z = torch.randn(1, 16)
+    a = G(rough, z=z)[0]
+    G.generator.fc.weight.data.zero_()  # cut z's path through the 4×4 start…
+    G.generator.fc.bias.data.zero_()
+    b = G(rough, z=z)[0]
+    c = G(rough, z=torch.randn(1, 16))[0]
+    assert not torch.allclose(a, b) and not torch.allclose(b, c)  # …z still reaches the face
+
+
+def test_plain_architecture_is_unchanged_by_the_option():
+    names = {n for n, _ in tiny(32).named_parameters()}
+    assert not any("style" in n or "mapping" in n for n in names)

@@ -1,5 +1,6 @@
 """Image-quality metrics: FID/KID on Inception features, and paired L1/PSNR/SSIM."""
 
+from spade.metrics.diversity import mean_pairwise_l1
 from spade.metrics.fid import feature_statistics, fid_from_features, frechet_distance
 from spade.metrics.inception import (
     INCEPTION_ID,
@@ -20,6 +21,7 @@ __all__ = [
     "kernel_inception_distance",
     "load_inception",
     "load_reference",
+    "mean_pairwise_l1",
     "paired_metrics",
     "save_reference",
     "tf_bilinear_resize",

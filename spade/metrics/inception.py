@@ -186,6 +186,7 @@ def extract_features(
     out = np.empty((n, FEATURE_DIM), dtype=np.float64)
     with (
         torch.inference_mode(),
+        torch.backends.cudnn.flags(enabled=True, benchmark=False, allow_tf32=False),  # full fp32
         tqdm(total=n, unit="img", desc="inception", disable=not progress) as bar,
     ):
         for start in range(0, n, batch_size):

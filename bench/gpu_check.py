@@ -1,0 +1,302 @@
+"""Prove the GPU path in one command: `make gpu-check`.
+
+Runs, in order, and writes everything to bench/results/gpu-check.json (plus a table at the end):
+  1. the GPU tests (`pytest -m gpu`),
+  2. a rehearsal of the full preset (presets/rehearsal.yaml: `dvc repro` from scratch in a
+     temporary copy of the repository, every stage timed),
+  3. training throughput at 256 px, batch 4 and 16 (and 64 when it fits): fp32 against the
+     trainer's fast path and each speed-up switch, with peak memory, and the estimated wall
+     time of the full preset (37 epochs over 18,000 images),
+  4. NVlabs SPADE's own training step at the same configuration on the same GPU (the anchor,
+     from a git-ignored `.anchors/` folder, see README), and our speed-up over it,
+  5. evaluation throughput: Inception features and GPU roughening, images/s.
+Exits non-zero if any check fails. Without CUDA it says so and exits 0, unless `--cpu-smoke`
+runs every step at a tiny size on the CPU (a test does, so CI keeps this script working).
+
+    make gpu-check                          # on a CUDA machine, about 8 minutes on one H100
+    python bench/gpu_check.py --cpu-smoke   # CPU, tiny, about 2 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout
+
+from bench.train import FULL_NETS, TINY_NETS, compare  # noqa: E402
+from spade.train import speed_flags  # noqa: E402
+
+log = logging.getLogger("gpu-check")
+
+RESULTS = ROOT / "bench/results/gpu-check.json"
+STAGES = ("params", "demo", "sample", "roughen", "train", "features", "evaluate")
+FULL_PRESET_IMAGES, FULL_PRESET_EPOCHS = 18_000, 37
+ANCHOR_REPO = ROOT / ".anchors/nvlabs-spade"
+ANCHOR_HARNESS = [
+    ROOT / ".anchors/nvlabs_spade_step.py",
+    ROOT / "../shared/anchors/nvlabs_spade_step.py",
+]
+SMOKE_PARAMS = {
+    "demo": {"count": 40, "size": 64},
+    "sample": {"n_images": 40, "test_fraction": 0.2, "image_size": 32},
+    "roughen": {"recipe": {"median_before": 3, "spatial_radius": 8, "median_after": 3}},
+    "train": TINY_NETS | {"batch_size": 8, "num_workers": 0, "bn_batches": 2, "log_every": 1},
+    "features": {"batch_size": 8},
+    "evaluate": {"kid_subsets": 10, "diversity_k": 2},
+}
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(base.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{tail}")
+    return proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- 1. tests
+
+
+def gpu_tests(smoke: bool) -> dict[str, Any]:
+    env = os.environ | ({"SPADE_GPU_SMOKE": "1"} if smoke else {})
+    t0 = time.perf_counter()
+    out = run(
+        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], ROOT, env
+    )
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", out)}
+    if counts.get("passed", 0) == 0:
+        raise RuntimeError(f"no GPU test ran:\n{out[-2000:]}")
+    return counts | {"seconds": round(time.perf_counter() - t0, 1)}
+
+
+# --------------------------------------------------------------------------- 2. rehearsal
+
+
+def copy_repo(dest: Path) -> None:
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT)
+    for rel in files.split():
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def rehearsal(smoke: bool) -> dict[str, Any]:
+    params = yaml.safe_load((ROOT / "presets/rehearsal.yaml").read_text())
+    if smoke:
+        params = merge(params, SMOKE_PARAMS)
+    with tempfile.TemporaryDirectory(prefix="spade-rehearsal-") as tmp:
+        repo = Path(tmp) / "repo"
+        copy_repo(repo)
+        for results in ("metrics", "dvclive"):  # the committed demo results
+            shutil.rmtree(repo / results)
+        (repo / "dvc.lock").unlink()
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        env = os.environ | {
+            "SPADE_ROUGHEN_CACHE": str(Path(tmp) / "cache"),  # from scratch: measure roughen
+            "PYTHONPATH": os.pathsep.join(
+                [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "DVC_NO_ANALYTICS": "1",
+        }
+        run(["git", "init", "-q"], repo)
+        run(["git", "add", "-A"], repo)
+        git_id = ["-c", "user.name=gpu-check", "-c", "user.email=gpu-check@localhost"]
+        run(["git", *git_id, "commit", "-qm", "rehearsal"], repo)  # dvclive wants a commit
+        seconds = {}
+        for stage in STAGES:
+            t0 = time.perf_counter()
+            run(["dvc", "repro", "-s", stage], repo, env, timeout=1800)
+            seconds[stage] = round(time.perf_counter() - t0, 1)
+        status = run(["dvc", "status"], repo, env)
+        if "up to date" not in status:
+            raise RuntimeError(f"dvc status after the rehearsal:\n{status}")
+        metrics = {
+            name: json.loads((repo / f"metrics/{name}.json").read_text())
+            for name in ("train", "eval")
+        }
+    return {"stage_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)} | {
+        "metrics": metrics
+    }
+
+
+# --------------------------------------------------------------------------- 3-4. training
+
+
+def training_throughput(smoke: bool, device: torch.device) -> dict[str, Any]:
+    nets, size, steps = (TINY_NETS, 32, 1) if smoke else (FULL_NETS, 256, 10)
+    batches = [2] if smoke else [4, 16, 64]
+    results: dict[str, Any] = {}
+    for batch in batches:
+        rows = compare(nets, size, batch, device, steps, with_compile=not smoke and batch == 16)
+        results[f"batch_{batch}"] = rows
+    fast = (
+        results[f"batch_{batches[0]}"].get("+ fused Adam (the trainer's path)")
+        or results[f"batch_{batches[0]}"]["+ channels_last"]
+    )
+    if "images_per_s" in fast:
+        hours = FULL_PRESET_EPOCHS * FULL_PRESET_IMAGES / fast["images_per_s"] / 3600
+        results["full_preset_hours_at_batch_4"] = round(hours, 2)
+    return results
+
+
+def anchor_harness() -> Path | None:
+    return next((p for p in ANCHOR_HARNESS if p.is_file()), None)
+
+
+def anchor(smoke: bool, device: torch.device, ours: dict[str, Any]) -> dict[str, Any]:
+    """NVlabs SPADE's own step, same size, batch and GPU; our trainer's path against it."""
+    harness = anchor_harness()
+    if harness is None or not ANCHOR_REPO.is_dir():
+        return {"skipped": "anchor code not found: see README, 'GPU check'"}
+    if importlib.util.find_spec("dill") is None:
+        return {"skipped": "the anchor needs the package dill: pip install dill"}
+    size, batches, steps = (64, [2], 1) if smoke else (256, [4, 16], 10)
+    results: dict[str, Any] = {}
+    for batch in batches:
+        cmd = [sys.executable, str(harness), "--repo", str(ANCHOR_REPO), "--size", str(size)]
+        cmd += ["--batch", str(batch), "--steps", str(steps), "--device", device.type]
+        cmd += ["--warmup", "1" if smoke else "3"]
+        line = run(cmd, ROOT).strip().splitlines()[-1]
+        rate = float(re.search(r"([\d.]+) img/s", line).group(1))
+        row = {"anchor_images_per_s": rate, "line": line}
+        mine = ours.get(f"batch_{batch}", {}).get("+ fused Adam (the trainer's path)", {})
+        if "images_per_s" in mine:
+            row |= {"ours_images_per_s": mine["images_per_s"]}
+            row["ratio"] = round(mine["images_per_s"] / rate, 2)
+        results[f"batch_{batch}"] = row
+    return results
+
+
+# --------------------------------------------------------------------------- 5. evaluation
+
+
+def evaluation_throughput(smoke: bool, device: torch.device) -> dict[str, Any]:
+    from spade.config import Recipe
+    from spade.metrics import extract_features
+    from spade.roughen import roughen_image
+    from spade.roughen_torch import roughen_torch
+    from spade.synthetic import render_face
+
+    n, size = (4, 64) if smoke else (256, 256)
+    faces = np.stack([render_face(2, i, size) for i in range(n)])
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    extract_features(faces[:2], device=device, batch_size=2, progress=False)  # load, warm up
+    t0 = time.perf_counter()
+    extract_features(faces, device=device, batch_size=64, progress=False)
+    sync()
+    results = {"inception_images_per_s": round(n / (time.perf_counter() - t0), 1)}
+    recipe = Recipe() if not smoke else Recipe(median_before=3, spatial_radius=8, median_after=3)
+    roughen_torch(faces[:2], recipe, device)  # Triton compilation
+    t0 = time.perf_counter()
+    roughs = roughen_torch(faces, recipe, device)
+    sync()
+    results["roughen_images_per_s"] = round(n / (time.perf_counter() - t0), 1)
+    results["roughen_size_px"] = size
+    exact = all(np.array_equal(roughs[i], roughen_image(faces[i], recipe)) for i in range(2))
+    if not exact:
+        raise RuntimeError("GPU roughs differ from OpenCV's")
+    return results
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [f"GPU check on {report['device']} ({report['date']}, torch {report['torch']})"]
+    for name, step in report["steps"].items():
+        lines.append(f"  {name:<22} {step['status']:<8} {step.get('seconds', '')} s")
+    train = report["steps"].get("training", {}).get("result", {})
+    for key, rows in train.items():
+        if isinstance(rows, dict):
+            for variant, row in rows.items():
+                rate = row.get("images_per_s", row.get("error", ""))
+                mem = f"{row['peak_gib']} GiB" if "peak_gib" in row else ""
+                lines.append(f"    {key:<9} {variant:<36} {rate} img/s {mem}")
+    for key, row in report["steps"].get("anchor", {}).get("result", {}).items():
+        if isinstance(row, dict) and "ratio" in row:
+            lines.append(
+                f"    anchor {key}: ours {row['ours_images_per_s']} vs NVlabs "
+                f"{row['anchor_images_per_s']} img/s = {row['ratio']}x"
+            )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--cpu-smoke", action="store_true", help="every step, tiny, on the CPU")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--skip", nargs="*", default=[], help="steps to leave out")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if not torch.cuda.is_available() and not args.cpu_smoke:
+        log.info("no CUDA device here: nothing to check (use --cpu-smoke for the CPU rehearsal)")
+        return 0
+    smoke = args.cpu_smoke
+    device = torch.device("cpu" if smoke else "cuda")
+    speed_flags(device)
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (smoke)",
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "smoke": smoke,
+        "steps": {},
+    }
+    training: dict[str, Any] = {}
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("gpu_tests", lambda: gpu_tests(smoke)),
+        ("rehearsal", lambda: rehearsal(smoke)),
+        ("training", lambda: training.update(training_throughput(smoke, device)) or training),
+        ("anchor", lambda: anchor(smoke, device, training)),
+        ("evaluation", lambda: evaluation_throughput(smoke, device)),
+    ]
+    for name, step in steps:
+        if name in args.skip:
+            continue
+        log.info("== %s", name)
+        t0 = time.perf_counter()
+        try:
+            entry = {"status": "ok", "result": step()}
+        except Exception as e:
+            log.exception("%s failed", name)
+            entry = {"status": "FAILED", "error": f"{type(e).__name__}: {e}"[-4000:]}
+        entry["seconds"] = round(time.perf_counter() - t0, 1)
+        report["steps"][name] = entry
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")  # partial results survive
+    print(table(report))
+    failed = [n for n, s in report["steps"].items() if s["status"] != "ok"]
+    if failed:
+        log.error("failed: %s", ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The CUDA path: bf16 training at 256 px, SyncBatchNorm, checkpoints, generate, Inception.
+
+Marked `gpu`: they run on CUDA when it is there and skip without it, except under
+`SPADE_GPU_SMOKE=1` (`bench/gpu_check.py --cpu-smoke`), where they run on the CPU at tiny
+sizes so that the GPU check cannot rot between GPU sessions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from spade.checkpoint import load_generator
+from spade.config import GeneratorArch, TrainConfig
+from spade.dist import DistEnv, to_plain_batchnorm, to_sync_batchnorm
+from spade.generate import FaceGenerator
+from spade.networks import StyledGenerator
+from spade.synthetic import render_face
+from spade.train import train, train_step
+from spade.train_state import build_train_state
+
+from test_train import RECIPE, TINY, paths_in
+
+pytestmark = pytest.mark.gpu
+SMOKE = os.environ.get("SPADE_GPU_SMOKE") == "1"
+ON_CUDA = torch.cuda.is_available()
+FULL = {
+    "arch": {"ngf": 64, "spade_hidden": 128, "z_dim": 256},
+    "disc": {"ndf": 64, "n_layers": 4, "num_d": 2},
+}
+
+
+@pytest.fixture
+def device() -> torch.device:
+    if ON_CUDA:
+        return torch.device("cuda")
+    if SMOKE:
+        return torch.device("cpu")
+    pytest.skip("needs CUDA (or SPADE_GPU_SMOKE=1 for the CPU smoke run)")
+
+
+def test_bf16_training_steps_at_full_size_are_finite(device):
+    size, nets = (256, FULL) if device.type == "cuda" else (32, TINY)
+    cfg = TrainConfig(**(nets | {"batch_size": 4, "lambda_vgg": 0.0, "amp": True}))
+    torch.manual_seed(0)
+    state = build_train_state(cfg, size, DistEnv(device=device))
+    fmt = torch.channels_last
+    for _ in range(3):
+        rough, real = (
+            (torch.rand(4, 3, size, size, device=device) * 2 - 1).contiguous(memory_format=fmt)
+            for _ in range(2)
+        )
+        losses = train_step(state, rough, real, cfg)
+        assert all(torch.isfinite(v) for v in losses.values()), losses
+    assert bool(state.weights_finite())
+
+
+def test_sync_batchnorm_conversion_for_several_processes(device):
+    model = StyledGenerator(GeneratorArch(ngf=4, spade_hidden=8, z_dim=8), 32).to(device)
+    synced = to_sync_batchnorm(model, DistEnv(world_size=2, device=device))
+    n_sync = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+    assert n_sync > 0 if device.type == "cuda" else n_sync == 0  # gloo: BatchNorm per process
+    plain = to_plain_batchnorm(synced)  # what rank 0 exports
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in plain.modules())
+    fake, _, _ = plain.train()(torch.rand(2, 3, 32, 32, device=device) * 2 - 1)
+    assert torch.isfinite(fake).all()
+
+
+def test_checkpoint_resume_and_export(device, pair_data, tmp_path):
+    paths = paths_in(tmp_path, pair_data)
+    env = DistEnv(device=device)
+    cfg = TrainConfig(**(TINY | {"epochs": 2}))
+    result = train(cfg, env, paths, RECIPE)
+    assert result.steps == 12 and result.metrics["test_l1"] < 1
+    ckpt = torch.load(paths.checkpoint, weights_only=True)
+    torch.save(ckpt | {"finished": False}, paths.checkpoint)  # as if killed during the export
+    again = train(cfg, env, paths, RECIPE)
+    assert again.steps == 12 and torch.load(paths.checkpoint, weights_only=True)["finished"]
+    model, _ = load_generator(paths.generator, device)
+    assert next(model.parameters()).device.type == device.type
+
+
+def test_generate_on_the_device_is_seeded_and_matches_the_cpu(device, pair_data, tmp_path):
+    paths = paths_in(tmp_path, pair_data)
+    train(TrainConfig(**(TINY | {"epochs": 1})), DistEnv(), paths, RECIPE)
+    faces = {}
+    for where in ("cpu", device.type):
+        model, recipe = load_generator(paths.generator, torch.device(where))
+        gen = FaceGenerator(model, recipe, torch.device(where))
+        rough = gen.prepare(render_face(0, 7, 64), roughen=True)
+        faces[where] = gen.face(rough, seed=3)
+        np.testing.assert_array_equal(gen.face(rough, seed=3), faces[where])
+    # z and noise are drawn on the CPU: the same face on both, up to float rounding
+    diff = np.abs(faces["cpu"].astype(int) - faces[device.type].astype(int))
+    assert diff.max() <= 2, diff.max()
+
+
+def test_inception_features_on_the_device_match_the_cpu(device):
+    from spade.metrics import extract_features
+
+    images = np.stack([render_face(1, i, 64) for i in range(8)])
+    cpu = extract_features(images, device="cpu", batch_size=8, progress=False)
+    dev = extract_features(images, device=device, batch_size=8, progress=False)
+    # Stated tolerance: 1e-3 of the feature scale (fp32 cuDNN vs CPU kernels; TF32 is off).
+    assert np.abs(cpu - dev).max() <= 1e-3 * np.abs(cpu).max()
