@@ -414,7 +414,7 @@ async function uploadPicture(file, roughen) {
   try {
     const response = await fetchOk(`/api/prepare?roughen=${roughen ? 1 : 0}`, {
       method: "POST",
-      headers: { "Content-Type": file.type || "application/octet-stream" },
+      headers: { "Content-Type": "application/octet-stream" }, // the server reads the bytes
       body: file,
     });
     replaceDocument(await blobToImageData(await response.blob()));
@@ -428,7 +428,7 @@ async function uploadStyle(file) {
   try {
     const response = await fetchOk("/api/style", {
       method: "POST",
-      headers: { "Content-Type": file.type || "application/octet-stream" },
+      headers: { "Content-Type": "application/octet-stream" }, // the server reads the bytes
       body: file,
     });
     styleZ = (await response.json()).z;
