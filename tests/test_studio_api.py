@@ -333,3 +333,10 @@ def test_busy_port_is_a_user_error():
         taken.listen(1)
         with pytest.raises(UserError, match="cannot listen"):
             bind("127.0.0.1", taken.getsockname()[1])
+
+
+def test_bound_socket_sends_without_delay():
+    """Accepted sockets must be TCP_NODELAY, or each response waits ~40 ms for a delayed ACK."""
+    with bind("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
