@@ -35,6 +35,7 @@ from spade.generate import FaceGenerator
 from spade.images import png_bytes
 from spade.networks import StyledGenerator
 from spade.studio import Limits
+from spade.studio.app import PRECISIONS, with_precision
 from spade.studio.palette import default_rough, palette
 from spade.studio.server import bind, make_server
 
@@ -99,10 +100,13 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def bench_one(size: int, device: torch.device, n: int, workers: int) -> dict[str, float]:
+def bench_one(
+    size: int, device: torch.device, precision: str, n: int, workers: int
+) -> dict[str, float]:
     torch.manual_seed(0)
     model = StyledGenerator(ARCHS[size], size).to(device).eval().requires_grad_(False)
-    generator = FaceGenerator(model, Recipe(), device)
+    macs = mega_macs(model, size, device)
+    generator = with_precision(FaceGenerator(model, Recipe(), device), precision)
     rough = default_rough(size, palette(generator.recipe))
     rough_b64 = base64.b64encode(png_bytes(rough)).decode()
     sock = bind("127.0.0.1", 0)
@@ -128,7 +132,7 @@ def bench_one(size: int, device: torch.device, n: int, workers: int) -> dict[str
         server.should_exit = True
         thread.join(30)
     return {
-        "mmac": mega_macs(model, size, device),
+        "mmac": macs,
         "p50": pct([s.total_ms for s in one], 50),
         "p95": pct([s.total_ms for s in one], 95),
         "infer": pct([s.infer_ms for s in one], 50),
@@ -145,9 +149,24 @@ def device_name(device: torch.device) -> str:
     return f"CPU: {os.cpu_count()} cores, torch {torch.get_num_threads()} threads"
 
 
+HEADER = (
+    f"{'device':<6} {'px':>4} {'prec':>4} {'GMAC':>6} | {'p50 ms':>8} {'p95 ms':>8} "
+    f"{'model':>8} {'rtt':>8} | {CLIENTS} clients: {'req/s':>6} {'p50 ms':>8} {'p95 ms':>8}"
+)
+
+
+def row(device: torch.device, size: int, precision: str, r: dict[str, float]) -> str:
+    return (
+        f"{device.type:<6} {size:>4} {precision:>4} {r['mmac'] / 1000:>6.1f} | "
+        f"{r['p50']:>8.1f} {r['p95']:>8.1f} {r['infer']:>8.1f} {r['rt']:>8.1f} | "
+        f"{'':>10} {r['rps']:>6.2f} {r['loaded_p50']:>8.1f} {r['loaded_p95']:>8.1f}"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 256], choices=sorted(ARCHS))
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(PRECISIONS))
     p.add_argument("--requests", type=int, default=0, help="per measurement (default: by size)")
     p.add_argument("--workers", type=int, default=Limits().workers, help="inferences at once")
     p.add_argument("--cpu-only", action="store_true")
@@ -162,34 +181,14 @@ def main() -> None:
         log.info("no CUDA device: CPU only")
     log.info("randomly initialised generators (timing only); server-side ms from Server-Timing")
     log.info("load average before: %.2f", os.getloadavg()[0])
-    header = (
-        f"{'device':<6} {'px':>4} {'GMAC':>6} | {'p50 ms':>8} {'p95 ms':>8} {'model':>8} "
-        f"{'rtt':>8} | {CLIENTS} clients: {'req/s':>6} {'p50 ms':>8} {'p95 ms':>8}"
-    )
     for device in devices:
-        log.info("%s", device_name(device))
-        log.info("%s", header)
+        log.info("%s\n%s", device_name(device), HEADER)
         for size in args.sizes:
-            n = args.requests or (40 if size <= 64 or device.type == "cuda" else 8)
-            r = bench_one(size, device, n, args.workers)
-            log.info(
-                "%-6s %4d %6.1f | %8.1f %8.1f %8.1f %8.1f | %9s %6.2f %8.1f %8.1f",
-                device.type,
-                size,
-                r["mmac"] / 1000,
-                r["p50"],
-                r["p95"],
-                r["infer"],
-                r["rt"],
-                "",
-                r["rps"],
-                r["loaded_p50"],
-                r["loaded_p95"],
-            )
-    log.info(
-        "load average after: %.2f (other work on the machine slows every number)",
-        os.getloadavg()[0],
-    )
+            for precision in args.precisions:
+                n = args.requests or (40 if size <= 64 or device.type == "cuda" else 8)
+                r = bench_one(size, device, precision, n, args.workers)
+                log.info("%s", row(device, size, precision, r))
+    log.info("load average after: %.2f (other work slows every number)", os.getloadavg()[0])
 
 
 if __name__ == "__main__":

@@ -340,3 +340,20 @@ def test_bound_socket_sends_without_delay():
     with bind("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_bf16_precision_gives_nearly_the_fp32_faces(tiny_generator_file, tiny_face_generator):
+    from spade.checkpoint import load_generator
+    from spade.studio.app import with_precision
+
+    model, recipe = load_generator(tiny_generator_file, torch.device("cpu"))
+    bf16 = with_precision(FaceGenerator(model, recipe, torch.device("cpu")), "bf16")
+    with TestClient(create_app(bf16)) as c:
+        assert c.get("/api/info").json()["precision"] == "bf16"
+        a, again = (decode_rgb(face(c, 4).content) for _ in range(2))
+        np.testing.assert_array_equal(a, again)
+        fp32 = tiny_face_generator.face(a_rough(), 4)
+        assert np.abs(a.astype(int) - fp32).mean() < 2.0
+        ref = png_bytes(blob_image(np.random.default_rng(9), 40))
+        r = c.post("/api/style", content=ref, headers={"content-type": "image/png"})
+        assert len(r.json()["z"]) == 8

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import numpy as np
@@ -56,6 +56,7 @@ from spade.studio.uploads import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STATIC = Path(__file__).parent / "static"
 # The page may load and fetch only from this server; inline scripts and styles are refused too.
@@ -65,11 +66,28 @@ CSP = (
 )
 
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def with_precision(generator: FaceGenerator, precision: str) -> FaceGenerator:
+    """The generator as trained (fp32), or with its weights cast to bf16 in place (bf16): the
+    studio then runs every forward under bf16 autocast, about 1.5× faster at 256 px on CPUs
+    with AMX (and on GPUs). Faces differ from fp32 ones by about one level in 255."""
+    generator.model.to(PRECISIONS[precision])
+    return generator
+
+
+def precision_of(generator: FaceGenerator) -> str:
+    dtype = next(generator.model.parameters()).dtype
+    return next((name for name, d in PRECISIONS.items() if d == dtype), str(dtype))
+
+
 class Studio:
     """The state the routes share: the generator, its palette and the inference limiter."""
 
     def __init__(self, generator: FaceGenerator, limits: Limits, model_name: str):
         self.gen, self.limits, self.model_name = generator, limits, model_name
+        self.precision = precision_of(generator)
         self.palette = palette(generator.recipe)
         self.default_rough = png_bytes(default_rough(generator.size, self.palette))
         self.limiter = anyio.CapacityLimiter(limits.workers)
@@ -85,6 +103,7 @@ class Studio:
             "model": self.model_name,
             "size": self.gen.size,
             "device": str(self.gen.device),
+            "precision": self.precision,
             "has_style_encoder": self.gen.has_style_encoder,
             "z_dim": self.gen.model.arch.z_dim,
             "max_seed": MAX_SEED,
@@ -96,8 +115,20 @@ class Studio:
             },
         }
 
+    async def run(self, fn: Callable[[], T]) -> T:
+        """`fn` in a worker thread (at most `Limits.workers` at once), under bf16 autocast for a
+        bf16 model (autocast is per thread, so it is entered in the worker)."""
+
+        def call() -> T:
+            if self.precision != "bf16":
+                return fn()
+            with torch.autocast(self.gen.device.type, dtype=torch.bfloat16):
+                return fn()
+
+        return await anyio.to_thread.run_sync(call, limiter=self.limiter)
+
     async def infer(self, fn: Callable[[], np.ndarray], started: float) -> Response:
-        """Run `fn` in a worker thread and answer its image as PNG with the timings."""
+        """Run `fn` off the event loop and answer its image as PNG with the timings."""
         queued = time.perf_counter()
 
         def timed() -> tuple[bytes, float, float]:
@@ -105,7 +136,7 @@ class Studio:
             img = fn()
             return png_bytes(img), t0, time.perf_counter()
 
-        data, t0, t1 = await anyio.to_thread.run_sync(timed, limiter=self.limiter)
+        data, t0, t1 = await self.run(timed)
         ms = 1000.0
         timing = (
             f"queue;dur={(t0 - queued) * ms:.1f}, infer;dur={(t1 - t0) * ms:.1f}, "
@@ -176,8 +207,8 @@ async def style(request: Request) -> Response:
             "to take styles from reference pictures",
         )
     rgb = await studio.picture(request)
-    z = await anyio.to_thread.run_sync(studio.gen.style_z, rgb, limiter=studio.limiter)
-    return JSONResponse({"z": z.flatten().tolist()})
+    z = await studio.run(lambda: studio.gen.style_z(rgb))
+    return JSONResponse({"z": z.float().flatten().tolist()})
 
 
 # --------------------------------------------------------------------------- errors

@@ -10,7 +10,7 @@ import uvicorn
 
 from spade.errors import UserError
 from spade.generate import FaceGenerator
-from spade.studio.app import create_app
+from spade.studio.app import create_app, precision_of
 from spade.studio.uploads import Limits
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,11 @@ def serve(generator: FaceGenerator, host: str, port: int, *, model_name: str = "
         log.warning("listening on %s: anyone who can reach this machine can use the studio", host)
     shown = f"[{host}]" if ":" in host else host
     log.info(
-        "studio for %s (%d px, %s): http://%s:%d/  (Ctrl-C stops it)",
+        "studio for %s (%d px, %s, %s): http://%s:%d/  (Ctrl-C stops it)",
         model_name,
         generator.size,
         generator.device,
+        precision_of(generator),
         shown,
         bound_port,
     )
