@@ -357,3 +357,11 @@ def test_bf16_precision_gives_nearly_the_fp32_faces(tiny_generator_file, tiny_fa
         ref = png_bytes(blob_image(np.random.default_rng(9), 40))
         r = c.post("/api/style", content=ref, headers={"content-type": "image/png"})
         assert len(r.json()["z"]) == 8
+
+
+def test_precision_choice():
+    from spade.studio.app import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) in ("fp32", "bf16")

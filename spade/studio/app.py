@@ -77,6 +77,24 @@ def with_precision(generator: FaceGenerator, precision: str) -> FaceGenerator:
     return generator
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware (AMX / AVX512-BF16 CPUs, Ampere+ GPUs);
+    elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # torch has no public query for the CPU's bf16 support
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:
+        return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto' → bf16 where the hardware has it, else fp32; 'fp32' and 'bf16' as given."""
+    if name != "auto":
+        return name
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def precision_of(generator: FaceGenerator) -> str:
     dtype = next(generator.model.parameters()).dtype
     return next((name for name, d in PRECISIONS.items() if d == dtype), str(dtype))

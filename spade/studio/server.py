@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -78,4 +79,7 @@ def serve(generator: FaceGenerator, host: str, port: int, *, model_name: str = "
         shown,
         bound_port,
     )
-    make_server(generator, host, model_name=model_name).run(sockets=[sock])
+    # uvicorn shuts down on Ctrl-C / SIGTERM, then re-raises it: a normal stop here.
+    with contextlib.suppress(KeyboardInterrupt):
+        make_server(generator, host, model_name=model_name).run(sockets=[sock])
+    log.info("studio stopped")

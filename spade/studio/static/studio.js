@@ -254,6 +254,7 @@ async function makeStrip() {
     const strip = $("strip");
     strip.width = image.width;
     strip.height = image.height;
+    strip.style.maxWidth = `${k * 8}rem`; // frames 8rem tall at most
     strip.getContext("2d").putImageData(image, 0, 0);
     strip.hidden = false;
     state.stripVersion = String(Number(state.stripVersion) + 1);
