@@ -35,8 +35,8 @@ from spade.generate import FaceGenerator
 from spade.images import png_bytes
 from spade.networks import StyledGenerator
 from spade.studio import Limits
-from spade.studio.app import PRECISIONS, with_precision
 from spade.studio.palette import default_rough, palette
+from spade.studio.precision import PRECISIONS, with_precision
 from spade.studio.server import bind, make_server
 
 log = logging.getLogger("bench.studio")

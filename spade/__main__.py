@@ -114,7 +114,7 @@ def _studio(args: argparse.Namespace) -> None:
     from spade.checkpoint import load_generator
     from spade.devices import resolve_device
     from spade.generate import FaceGenerator
-    from spade.studio.app import resolve_precision, with_precision
+    from spade.studio.precision import resolve_precision, with_precision
     from spade.studio.server import serve
 
     device = resolve_device(args.device)

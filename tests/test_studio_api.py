@@ -344,7 +344,7 @@ def test_bound_socket_sends_without_delay():
 
 def test_bf16_precision_gives_nearly_the_fp32_faces(tiny_generator_file, tiny_face_generator):
     from spade.checkpoint import load_generator
-    from spade.studio.app import with_precision
+    from spade.studio.precision import with_precision
 
     model, recipe = load_generator(tiny_generator_file, torch.device("cpu"))
     bf16 = with_precision(FaceGenerator(model, recipe, torch.device("cpu")), "bf16")
@@ -360,7 +360,7 @@ def test_bf16_precision_gives_nearly_the_fp32_faces(tiny_generator_file, tiny_fa
 
 
 def test_precision_choice():
-    from spade.studio.app import resolve_precision
+    from spade.studio.precision import resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"

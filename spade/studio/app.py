@@ -42,6 +42,7 @@ from spade.errors import UserError
 from spade.generate import FaceGenerator
 from spade.images import png_bytes
 from spade.studio.palette import default_rough, palette
+from spade.studio.precision import precision_of
 from spade.studio.uploads import (
     ApiError,
     FaceRequest,
@@ -66,40 +67,6 @@ CSP = (
 )
 
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def with_precision(generator: FaceGenerator, precision: str) -> FaceGenerator:
-    """The generator as trained (fp32), or with its weights cast to bf16 in place (bf16): the
-    studio then runs every forward under bf16 autocast, about 1.5× faster at 256 px on CPUs
-    with AMX (and on GPUs). Faces differ from fp32 ones by about one level in 255."""
-    generator.model.to(PRECISIONS[precision])
-    return generator
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 in hardware (AMX / AVX512-BF16 CPUs, Ampere+ GPUs);
-    elsewhere bf16 is emulated and slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:  # torch has no public query for the CPU's bf16 support
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:
-        return False
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """'auto' → bf16 where the hardware has it, else fp32; 'fp32' and 'bf16' as given."""
-    if name != "auto":
-        return name
-    return "bf16" if native_bf16(device) else "fp32"
-
-
-def precision_of(generator: FaceGenerator) -> str:
-    dtype = next(generator.model.parameters()).dtype
-    return next((name for name, d in PRECISIONS.items() if d == dtype), str(dtype))
-
-
 class Studio:
     """The state the routes share: the generator, its palette and the inference limiter."""
 
@@ -114,7 +81,8 @@ class Studio:
         """The uploaded picture (raw image/* body), bounded in bytes and pixels."""
         require_image(request)
         body = await read_body(request, self.limits.max_request_bytes)
-        return decode_picture(body, self.limits.max_side)
+        # off the event loop too: a large JPEG takes a while to decode
+        return await anyio.to_thread.run_sync(decode_picture, body, self.limits.max_side)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -134,13 +102,15 @@ class Studio:
         }
 
     async def run(self, fn: Callable[[], T]) -> T:
-        """`fn` in a worker thread (at most `Limits.workers` at once), under bf16 autocast for a
-        bf16 model (autocast is per thread, so it is entered in the worker)."""
+        """`fn` in a worker thread (at most `Limits.workers` at once), in inference mode and,
+        for a bf16 model, under bf16 autocast (both are per thread: entered in the worker)."""
 
         def call() -> T:
-            if self.precision != "bf16":
-                return fn()
-            with torch.autocast(self.gen.device.type, dtype=torch.bfloat16):
+            bf16 = self.precision == "bf16"
+            with (
+                torch.inference_mode(),
+                torch.autocast(self.gen.device.type, dtype=torch.bfloat16, enabled=bf16),
+            ):
                 return fn()
 
         return await anyio.to_thread.run_sync(call, limiter=self.limiter)
@@ -152,7 +122,8 @@ class Studio:
         def timed() -> tuple[bytes, float, float]:
             t0 = time.perf_counter()
             img = fn()
-            return png_bytes(img), t0, time.perf_counter()
+            t1 = time.perf_counter()
+            return png_bytes(img), t0, t1
 
         data, t0, t1 = await self.run(timed)
         ms = 1000.0

@@ -11,7 +11,8 @@ import uvicorn
 
 from spade.errors import UserError
 from spade.generate import FaceGenerator
-from spade.studio.app import create_app, precision_of
+from spade.studio.app import create_app
+from spade.studio.precision import precision_of
 from spade.studio.uploads import Limits
 
 log = logging.getLogger(__name__)

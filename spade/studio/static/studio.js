@@ -51,7 +51,12 @@ async function errorOf(response) {
 }
 
 async function fetchOk(url, options) {
-  const response = await fetch(url, options);
+  let response;
+  try {
+    response = await fetch(url, options);
+  } catch {
+    throw new Error("cannot reach the studio's server: is `spade studio` still running?");
+  }
   if (!response.ok) throw new Error(await errorOf(response));
   return response;
 }
@@ -244,6 +249,7 @@ async function makeStrip() {
   const seedTo = Number($("seed-to").value);
   const button = $("strip-button");
   button.disabled = true;
+  showMessage(`computing ${k} faces from seed ${seed} to seed ${seedTo}…`);
   try {
     const response = await fetchOk("/api/strip", {
       method: "POST",
@@ -276,7 +282,7 @@ function canvasPoint(event) {
   };
 }
 
-let stroke = null; // {last: point, rgb} while a brush or eraser stroke is on
+let stroke = null; // {id, last: point, rgb} while a brush or eraser stroke is on
 let lastThrottled = 0;
 
 function brushSize() {
@@ -284,7 +290,7 @@ function brushSize() {
 }
 
 function onPointerDown(event) {
-  if (!pixels || event.button > 0) return;
+  if (!pixels || event.button > 0 || stroke) return; // one pointer paints at a time
   event.preventDefault();
   const p = canvasPoint(event);
   const x = Math.min(size - 1, Math.max(0, Math.floor(p.x)));
@@ -307,13 +313,13 @@ function onPointerDown(event) {
   }
   rough.setPointerCapture(event.pointerId);
   snapshot();
-  stroke = { last: p, rgb: tool === "eraser" ? background : colour };
+  stroke = { id: event.pointerId, last: p, rgb: tool === "eraser" ? background : colour };
   stamp(p.x, p.y, brushSize(), stroke.rgb);
   commit();
 }
 
 function onPointerMove(event) {
-  if (!stroke) return;
+  if (!stroke || event.pointerId !== stroke.id) return;
   const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
   for (const e of events.length ? events : [event]) {
     const p = canvasPoint(e);
@@ -328,8 +334,8 @@ function onPointerMove(event) {
   }
 }
 
-function onPointerUp() {
-  if (!stroke) return;
+function onPointerUp(event) {
+  if (!stroke || event.pointerId !== stroke.id) return;
   stroke = null;
   wantFace();
 }
