@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test lint format bench gpu-check
+.PHONY: setup repro test lint format bench studio gpu-check
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,9 @@ repro: setup  ## run the whole pipeline (the demo by default)
 
 test: setup  ## the test suite (CPU; GPU tests skip without CUDA)
 	PATH=$(CURDIR)/$(BIN):$$PATH pytest
+
+studio: setup  ## paint roughs in the browser: http://127.0.0.1:8000/ (after `make repro`)
+	PATH=$(CURDIR)/$(BIN):$$PATH python -m spade studio --model models/generator.pt
 
 lint: setup
 	$(BIN)/ruff check .

@@ -80,3 +80,47 @@ def copy_repo(dest: Path) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     return dest
+
+
+# The demo's recipe (params.yaml), the one a studio user meets first.
+STUDIO_RECIPE = {
+    "median_before": 3,
+    "spatial_radius": 13,
+    "color_radius": 52,
+    "max_level": 1,
+    "median_after": 5,
+}
+
+
+def write_tiny_generator(path: Path, size: int = 32, use_vae: bool = True) -> Path:
+    """A randomly initialised (fixed torch seed) tiny generator file: enough to serve faces."""
+    import torch
+
+    from spade.checkpoint import write_generator
+    from spade.config import GeneratorArch, Recipe
+    from spade.networks import StyledGenerator
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        arch = GeneratorArch(ngf=4, spade_hidden=8, z_dim=8, nef=4, use_vae=use_vae)
+        model = StyledGenerator(arch, size).eval()
+    write_generator(path, model, Recipe(**STUDIO_RECIPE))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_generator(tmp_path_factory.mktemp("studio") / "generator.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_face_generator(tiny_generator_file: Path):
+    """The tiny generator loaded on the CPU, as `spade studio` loads it."""
+    import torch
+
+    from spade.checkpoint import load_generator
+    from spade.generate import FaceGenerator
+
+    device = torch.device("cpu")
+    model, recipe = load_generator(tiny_generator_file, device)
+    return FaceGenerator(model, recipe, device)

@@ -1,0 +1,289 @@
+"""The studio's ASGI app: one static page and a small JSON/PNG API over a `FaceGenerator`.
+
+    GET  /                     the page (plain HTML, JS and a canvas; nothing from other hosts)
+    GET  /api/info             model size, style encoder, seed range, palette, limits
+    GET  /api/default-rough    the starting canvas (PNG)
+    POST /api/face             {rough: base64 PNG, seed, z?} → face (PNG)
+    POST /api/strip            {rough, seed, seed_to, k} → k faces side by side (PNG)
+    POST /api/prepare?roughen= any picture (image/*) → a rough at the model's size (PNG)
+    POST /api/style            a reference face (image/*) → {z} for /api/face (needs the encoder)
+
+Errors are JSON `{"error": "…"}` with a 4xx status. Inference runs in worker threads, at most
+`Limits.workers` at once, so the event loop keeps serving; each face draws its randomness from
+its own seeded stream (`FaceGenerator.face`), so concurrent requests never change each other's
+faces. PNG responses carry a `Server-Timing` header (queue, infer, total in ms) for the page's
+latency readout and the benchmark.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import numpy as np
+import torch
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from spade.config import MAX_SEED
+from spade.errors import UserError
+from spade.generate import FaceGenerator
+from spade.images import png_bytes
+from spade.studio.palette import default_rough, palette
+from spade.studio.precision import precision_of
+from spade.studio.uploads import (
+    ApiError,
+    FaceRequest,
+    Limits,
+    StripRequest,
+    decode_picture,
+    decode_rough,
+    parse_json,
+    read_body,
+    require_image,
+    require_json,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STATIC = Path(__file__).parent / "static"
+# The page may load and fetch only from this server; inline scripts and styles are refused too.
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+class Studio:
+    """The state the routes share: the generator, its palette and the inference limiter."""
+
+    def __init__(self, generator: FaceGenerator, limits: Limits, model_name: str):
+        self.gen, self.limits, self.model_name = generator, limits, model_name
+        self.precision = precision_of(generator)
+        self.palette = palette(generator.recipe)
+        self.default_rough = png_bytes(default_rough(generator.size, self.palette))
+        self.limiter = anyio.CapacityLimiter(limits.workers)
+
+    async def picture(self, request: Request) -> np.ndarray:
+        """The uploaded picture (raw image/* body), bounded in bytes and pixels."""
+        require_image(request)
+        body = await read_body(request, self.limits.max_request_bytes)
+        # off the event loop too: a large JPEG takes a while to decode
+        return await anyio.to_thread.run_sync(decode_picture, body, self.limits.max_side)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "model": self.model_name,
+            "size": self.gen.size,
+            "device": str(self.gen.device),
+            "precision": self.precision,
+            "has_style_encoder": self.gen.has_style_encoder,
+            "z_dim": self.gen.model.arch.z_dim,
+            "max_seed": MAX_SEED,
+            "palette": [c.to_json() for c in self.palette],
+            "limits": {
+                "max_request_bytes": self.limits.max_request_bytes,
+                "max_side": self.limits.max_side,
+                "max_strip": self.limits.max_strip,
+            },
+        }
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """`fn` in a worker thread (at most `Limits.workers` at once), in inference mode and,
+        for a bf16 model, under bf16 autocast (both are per thread: entered in the worker)."""
+
+        def call() -> T:
+            bf16 = self.precision == "bf16"
+            with (
+                torch.inference_mode(),
+                torch.autocast(self.gen.device.type, dtype=torch.bfloat16, enabled=bf16),
+            ):
+                return fn()
+
+        return await anyio.to_thread.run_sync(call, limiter=self.limiter)
+
+    async def infer(self, fn: Callable[[], np.ndarray], started: float) -> Response:
+        """Run `fn` off the event loop and answer its image as PNG with the timings."""
+        queued = time.perf_counter()
+
+        def timed() -> tuple[bytes, float, float]:
+            t0 = time.perf_counter()
+            img = fn()
+            t1 = time.perf_counter()
+            return png_bytes(img), t0, t1
+
+        data, t0, t1 = await self.run(timed)
+        ms = 1000.0
+        timing = (
+            f"queue;dur={(t0 - queued) * ms:.1f}, infer;dur={(t1 - t0) * ms:.1f}, "
+            f"total;dur={(time.perf_counter() - started) * ms:.1f}"
+        )
+        return Response(data, media_type="image/png", headers={"Server-Timing": timing})
+
+
+def _studio(request: Request) -> Studio:
+    return request.app.state.studio
+
+
+async def page(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def info(request: Request) -> Response:
+    return JSONResponse(_studio(request).info())
+
+
+async def default_rough_png(request: Request) -> Response:
+    return Response(_studio(request).default_rough, media_type="image/png")
+
+
+async def face(request: Request) -> Response:
+    started, studio = time.perf_counter(), _studio(request)
+    require_json(request)
+    req = parse_json(FaceRequest, await read_body(request, studio.limits.max_request_bytes))
+    rough = decode_rough(req.rough, studio.gen.size)
+    z = None
+    if req.z is not None:
+        if len(req.z) != studio.gen.model.arch.z_dim:
+            raise ApiError(422, f"z: this model's z has {studio.gen.model.arch.z_dim} numbers")
+        z = torch.tensor([req.z], dtype=torch.float32)
+    return await studio.infer(lambda: studio.gen.face(rough, req.seed, z), started)
+
+
+async def strip(request: Request) -> Response:
+    started, studio = time.perf_counter(), _studio(request)
+    require_json(request)
+    req = parse_json(StripRequest, await read_body(request, studio.limits.max_request_bytes))
+    if req.k > studio.limits.max_strip:
+        raise ApiError(422, f"k: a strip holds 2 to {studio.limits.max_strip} faces")
+    rough = decode_rough(req.rough, studio.gen.size)
+
+    def run() -> np.ndarray:
+        return np.concatenate(studio.gen.strip(rough, req.seed, req.seed_to, req.k), axis=1)
+
+    return await studio.infer(run, started)
+
+
+async def prepare(request: Request) -> Response:
+    """A rough file (resized) or, with ?roughen=1, any picture roughened with the recipe."""
+    started, studio = time.perf_counter(), _studio(request)
+    flag = request.query_params.get("roughen", "0")
+    if flag not in ("0", "1"):
+        raise ApiError(422, "roughen: use 0 (a rough file) or 1 (a picture to roughen)")
+    rgb = await studio.picture(request)
+    return await studio.infer(lambda: studio.gen.prepare(rgb, roughen=flag == "1"), started)
+
+
+async def style(request: Request) -> Response:
+    studio = _studio(request)
+    if not studio.gen.has_style_encoder:
+        raise ApiError(
+            409,
+            "this model has no style encoder: train with train.arch.use_vae: true "
+            "to take styles from reference pictures",
+        )
+    rgb = await studio.picture(request)
+    z = await studio.run(lambda: studio.gen.style_z(rgb))
+    return JSONResponse({"z": z.float().flatten().tolist()})
+
+
+# --------------------------------------------------------------------------- errors
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    log.info("%s %s → %d: %s", request.method, request.url.path, exc.status, exc.message)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def user_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": str(exc)}, status_code=400)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": f"the server failed: {type(exc).__name__}"}, status_code=500)
+
+
+class SecurityHeaders:
+    """ASGI middleware: the CSP (only this server), no MIME sniffing, no referrer."""
+
+    HEADERS = (
+        ("Content-Security-Policy", CSP),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+    )
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for key, value in self.HEADERS:
+                    headers[key] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(
+    generator: FaceGenerator,
+    *,
+    limits: Limits | None = None,
+    model_name: str = "generator",
+    allowed_hosts: Sequence[str] | None = None,
+) -> Starlette:
+    """The studio for one loaded generator.
+
+    `allowed_hosts` (Host header names) guards a loopback server against DNS rebinding: the
+    CLI passes the loopback names when it binds 127.0.0.1. None accepts any Host.
+    """
+    limits = limits or Limits()
+    routes = [
+        Route("/", page),
+        Route("/api/info", info),
+        Route("/api/default-rough", default_rough_png),
+        Route("/api/face", face, methods=["POST"]),
+        Route("/api/strip", strip, methods=["POST"]),
+        Route("/api/prepare", prepare, methods=["POST"]),
+        Route("/api/style", style, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    middleware = [Middleware(SecurityHeaders)]
+    if allowed_hosts is not None:
+        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            ApiError: api_error,
+            UserError: user_error,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
+    )
+    app.state.studio = Studio(generator, limits, model_name)
+    return app

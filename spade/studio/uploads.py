@@ -1,0 +1,166 @@
+"""Reading what a browser sends, within bounds: bodies, images and JSON requests.
+
+Every mistake becomes an `ApiError` with a status and one sentence for the page, so a bad upload
+is a 4xx with a clear message and never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from starlette.requests import Request
+
+from spade.config import Seed
+from spade.images import UnreadableImage, decode_rgb
+
+MiB = 1 << 20
+
+
+class ApiError(Exception):
+    """A request the studio refuses: HTTP `status` and a message meant for the person."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may ask of the server."""
+
+    max_request_bytes: int = 16 * MiB  # any request body (uploads, JSON with a rough)
+    max_side: int = 4096  # longest side of an uploaded picture, px
+    max_strip: int = 16  # faces in one interpolation strip
+    workers: int = 1  # inferences at once (each uses torch's intra-op threads)
+
+
+def _size(n: int) -> str:
+    return f"{n / MiB:.1f} MiB" if n >= MiB else f"{n / 1024:.0f} KiB"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit`."""
+    declared = request.headers.get("content-length")
+    too_big = f"the request is larger than the studio accepts ({_size(limit)})"
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "the request has a malformed Content-Length header")
+        if int(declared) > limit:
+            raise ApiError(413, f"{too_big}: {_size(int(declared))}")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(413, too_big)
+        chunks.append(chunk)
+    if total == 0:
+        raise ApiError(400, "the request is empty: send an image")
+    return b"".join(chunks)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def require_json(request: Request) -> None:
+    if media_type(request) != "application/json":
+        got = media_type(request) or "no content type"
+        raise ApiError(415, f"send this request as application/json (got {got})")
+
+
+def require_image(request: Request) -> None:
+    kind = media_type(request)
+    if not (kind.startswith("image/") or kind == "application/octet-stream"):
+        raise ApiError(415, f"send the picture's bytes as image/* (got {kind or 'no type'})")
+
+
+def decode_picture(data: bytes, max_side: int) -> np.ndarray:
+    """Any image file → RGB uint8, after checking its dimensions from the header alone."""
+    not_image = "this file is not an image the studio can read (PNG, JPEG, WebP, GIF, BMP, TIFF)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+    except Image.DecompressionBombError:
+        raise ApiError(
+            413,
+            f"the picture claims far too many pixels; the studio takes up to {max_side} px a side",
+        ) from None
+    except Exception:  # PIL raises many types for non-images
+        raise ApiError(415, not_image) from None
+    if max(width, height) > max_side:
+        raise ApiError(
+            413, f"the picture is {width}×{height} px; the studio takes up to {max_side} px a side"
+        )
+    try:
+        return decode_rgb(data)
+    except UnreadableImage as e:
+        raise ApiError(415, f"{not_image}: {e}") from None
+
+
+def decode_rough(text: str, size: int) -> np.ndarray:
+    """A rough sent as base64 PNG (a data: URL or bare): exactly the model's size."""
+    payload = text.split(",", 1)[1] if text.startswith("data:") else text
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "the rough is not valid base64") from None
+    rough = decode_picture(data, max_side=size)
+    if rough.shape[:2] != (size, size):
+        h, w = rough.shape[:2]
+        raise ApiError(
+            422,
+            f"the rough is {w}×{h} px; this model paints {size}×{size} roughs "
+            "(load a picture to have it resized)",
+        )
+    return rough
+
+
+# --------------------------------------------------------------------------- JSON bodies
+
+M = TypeVar("M", bound=BaseModel)
+
+Z = Annotated[float, Strict(False), Field(allow_inf_nan=False, ge=-100.0, le=100.0)]
+
+
+class FaceRequest(BaseModel):
+    """POST /api/face: the rough, the seed, and optionally a style z (from /api/style)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rough: str
+    seed: Seed
+    z: list[Z] | None = None
+
+
+class StripRequest(BaseModel):
+    """POST /api/strip: k faces from the z of `seed` to the z of `seed_to`."""
+
+    model_config = ConfigDict(extra="forbid")
+    rough: str
+    seed: Seed
+    seed_to: Seed
+    k: Annotated[int, Strict()] = Field(6, ge=2)
+
+
+def parse_json(model: type[M], body: bytes) -> M:
+    """Validate a JSON body: 400 for broken JSON, 422 naming each wrong field."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        if any(err["type"] == "json_invalid" for err in e.errors()):
+            raise ApiError(400, "the request body is not valid JSON") from None
+        raise ApiError(422, "; ".join(_field_message(err) for err in e.errors())) from None
+
+
+def _field_message(err: dict) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    return f"{where}: {err['msg']}"

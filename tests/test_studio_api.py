@@ -1,0 +1,367 @@
+"""The studio's HTTP API without a browser: faces, uploads, limits and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import socket
+import struct
+import zlib
+
+import httpx2 as httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from starlette.testclient import TestClient
+
+from spade.__main__ import main
+from spade.config import MAX_SEED
+from spade.errors import UserError
+from spade.generate import FaceGenerator
+from spade.images import decode_rgb
+from spade.studio import Limits, create_app
+from spade.studio.palette import as_roughened, palette
+from spade.studio.server import bind
+
+from conftest import blob_image, png_bytes, write_tiny_generator
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def client(tiny_face_generator: FaceGenerator):
+    with TestClient(create_app(tiny_face_generator)) as c:
+        yield c
+
+
+def b64(img: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode()
+
+
+def a_rough() -> np.ndarray:
+    return blob_image(np.random.default_rng(1), SIZE)
+
+
+def face(client: TestClient, seed: int, rough: np.ndarray | None = None, **extra) -> httpx.Response:
+    body = {"rough": b64(a_rough() if rough is None else rough), "seed": seed} | extra
+    return client.post("/api/face", json=body)
+
+
+def error(response: httpx.Response, status: int) -> str:
+    """The JSON error message of a refused request, after checking its status."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    return response.json()["error"]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a size in its header and holds no pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+# --------------------------------------------------------------------------- page and info
+
+
+def test_page_is_self_contained(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/static/studio.js", "/static/studio.css"):
+        text = client.get(asset).text
+        page_text = page.text + text
+        assert not re.search(r"https?://", page_text), f"{asset} names another host"
+
+
+def test_info_describes_the_model(client, tiny_face_generator):
+    info = client.get("/api/info").json()
+    assert info["size"] == SIZE and info["has_style_encoder"] is True
+    assert info["max_seed"] == MAX_SEED and info["z_dim"] == 8
+    groups = {c["group"] for c in info["palette"]}
+    assert {"background", "hair", "skin", "eyes", "mouth", "clothes"} <= groups
+
+
+def test_palette_holds_colours_roughs_contain(tiny_face_generator):
+    recipe = tiny_face_generator.recipe
+    colours = palette(recipe)
+    assert len({c.rgb for c in colours}) == len(colours) >= 30
+    for c in colours:  # each is a fixed point of the recipe: a flat blob of it stays it
+        assert as_roughened(c.rgb, recipe) == c.rgb
+
+
+def test_default_rough_uses_only_palette_colours(client, tiny_face_generator):
+    img = decode_rgb(client.get("/api/default-rough").content)
+    assert img.shape == (SIZE, SIZE, 3)
+    allowed = {c.rgb for c in palette(tiny_face_generator.recipe)}
+    used = {tuple(int(v) for v in px) for px in img.reshape(-1, 3)}
+    assert used <= allowed and len(used) >= 4
+
+
+def test_unknown_routes_and_methods_answer_json(client):
+    assert "Not Found" in error(client.get("/api/nothing"), 404)
+    error(client.get("/api/face"), 405)
+
+
+# --------------------------------------------------------------------------- faces
+
+
+def test_face_is_a_png_of_the_model_size_with_timings(client):
+    r = face(client, 3)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert decode_rgb(r.content).shape == (SIZE, SIZE, 3)
+    assert re.search(r"infer;dur=[\d.]+", r.headers["server-timing"])
+
+
+def test_same_seed_same_face_other_seed_other_face(client, tiny_face_generator):
+    a, again, b = (face(client, s).content for s in (5, 5, 6))
+    assert a == again and a != b
+    expected = tiny_face_generator.face(a_rough(), 5)
+    np.testing.assert_array_equal(decode_rgb(a), expected)
+
+
+def test_concurrent_requests_give_the_sequential_faces(tiny_face_generator):
+    """Eight requests at once, four inferences in parallel: each face is its seed's own."""
+    app = create_app(tiny_face_generator, limits=Limits(workers=4))
+    rough = a_rough()
+    seeds = [0, 1, 2, 3, 0, 1, 2, 3]
+
+    async def all_at_once() -> list[bytes]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            calls = [c.post("/api/face", json={"rough": b64(rough), "seed": s}) for s in seeds]
+            return [r.content for r in await asyncio.gather(*calls)]
+
+    faces = asyncio.run(all_at_once())
+    sequential = {s: tiny_face_generator.face(rough, s) for s in set(seeds)}
+    for s, png in zip(seeds, faces, strict=True):
+        np.testing.assert_array_equal(decode_rgb(png), sequential[s])
+
+
+@pytest.mark.parametrize("seed", [-1, MAX_SEED + 1, "3", 1.5, True, None])
+def test_seeds_out_of_range_or_of_the_wrong_type(client, seed):
+    assert error(face(client, seed), 422).startswith("seed:")
+
+
+def test_the_largest_seed_works(client):
+    assert face(client, MAX_SEED).status_code == 200
+
+
+def test_rough_of_the_wrong_size(client):
+    msg = error(face(client, 0, blob_image(np.random.default_rng(0), 16)), 422)
+    assert "16×16" in msg and f"{SIZE}×{SIZE}" in msg
+
+
+@pytest.mark.parametrize(
+    ("rough", "status"),
+    [
+        ("not base64 at all!", 400),
+        (base64.b64encode(b"hello, not an image").decode(), 415),
+        (base64.b64encode(png_header_only(5000, 5000)).decode(), 413),
+    ],
+)
+def test_rough_that_is_not_a_rough(client, rough, status):
+    error(client.post("/api/face", json={"rough": rough, "seed": 0}), status)
+
+
+def test_json_mistakes(client):
+    rough = b64(a_rough())
+    assert "JSON" in error(
+        client.post("/api/face", content=b"{no", headers={"content-type": "application/json"}),
+        400,
+    )
+    assert "application/json" in error(client.post("/api/face", data={"seed": "0"}), 415)
+    error(client.post("/api/face", json={"rough": rough, "seed": 0, "extra": 1}), 422)
+    error(client.post("/api/face", json=[1, 2]), 422)
+    assert "8 numbers" in error(face(client, 0, z=[0.0, 1.0]), 422)
+    nan = b'{"rough": "%s", "seed": 0, "z": [NaN, 0, 0, 0, 0, 0, 0, 0]}' % rough.encode()
+    r = client.post("/api/face", content=nan, headers={"content-type": "application/json"})
+    assert r.status_code in (400, 422) and r.json()["error"]
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+def upload(client, data: bytes, roughen: int = 1, content_type: str = "image/png"):
+    return client.post(
+        f"/api/prepare?roughen={roughen}", content=data, headers={"content-type": content_type}
+    )
+
+
+def test_picture_is_roughened_with_the_models_recipe(client, tiny_face_generator):
+    photo = blob_image(np.random.default_rng(2), 90)[:, :70]  # not square, not model size
+    for roughen in (0, 1):
+        r = upload(client, png_bytes(photo), roughen)
+        assert r.status_code == 200, r.text
+        expected = tiny_face_generator.prepare(photo, roughen=bool(roughen))
+        np.testing.assert_array_equal(decode_rgb(r.content), expected)
+
+
+def test_jpeg_and_odd_modes_are_accepted(client):
+    rgb = blob_image(np.random.default_rng(3), 48)
+    jpeg = png_bytes(rgb, format="JPEG", quality=90)
+    assert upload(client, jpeg, content_type="image/jpeg").status_code == 200
+    rgba = Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)]))
+    assert upload(client, png_bytes(rgba)).status_code == 200
+    assert upload(client, png_bytes(rgb), content_type="application/octet-stream").is_success
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status", "words"),
+    [
+        (b"just some text", "image/png", 415, "not an image"),
+        (png_bytes(np.zeros((8, 8, 3), np.uint8))[:40], "image/png", 415, "not an image"),
+        (b"", "image/png", 400, "empty"),
+        (png_bytes(np.zeros((8, 8, 3), np.uint8)), "text/plain", 415, "image/*"),
+        (png_header_only(5000, 10), "image/png", 413, "5000×10"),
+        (png_header_only(100_000, 100_000), "image/png", 413, "px a side"),
+    ],
+)
+def test_bad_uploads_get_a_clear_4xx(client, data, content_type, status, words):
+    assert words in error(upload(client, data, content_type=content_type), status)
+
+
+def test_roughen_flag_is_checked(client):
+    error(upload(client, png_bytes(a_rough()), roughen=2), 422)
+
+
+def test_request_size_is_bounded(tiny_face_generator):
+    app = create_app(tiny_face_generator, limits=Limits(max_request_bytes=4096))
+    big = png_bytes(np.random.default_rng(4).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    assert len(big) > 4096
+    with TestClient(app) as c:
+        assert "larger than" in error(upload(c, big), 413)
+
+        def chunks():  # no Content-Length: the limit holds while streaming
+            for i in range(0, len(big), 1000):
+                yield big[i : i + 1000]
+
+        r = c.post(
+            "/api/prepare?roughen=1", content=chunks(), headers={"content-type": "image/png"}
+        )
+        assert "larger than" in error(r, 413)
+        assert error(
+            face(c, 0, np.random.default_rng(5).integers(0, 256, (64, 64, 3), np.uint8)), 413
+        )
+
+
+def test_random_bytes_never_crash_the_server(client):
+    rng = np.random.default_rng(6)
+    for _ in range(20):
+        junk = rng.integers(0, 256, int(rng.integers(1, 3000)), dtype=np.uint8).tobytes()
+        for path in ("/api/prepare?roughen=1", "/api/style"):
+            assert (
+                400
+                <= client.post(
+                    path, content=junk, headers={"content-type": "image/png"}
+                ).status_code
+                < 500
+            )
+        r = client.post("/api/face", content=junk, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500
+
+
+# --------------------------------------------------------------------------- style and strips
+
+
+def test_style_from_a_reference_picture(client, tiny_face_generator):
+    ref = blob_image(np.random.default_rng(7), 64)
+    r = client.post("/api/style", content=png_bytes(ref), headers={"content-type": "image/png"})
+    z = r.json()["z"]
+    expected = tiny_face_generator.style_z(ref)
+    np.testing.assert_array_equal(np.array(z, np.float32), expected.numpy()[0])
+    styled = face(client, 0, z=z)
+    want = tiny_face_generator.face(a_rough(), 0, torch.tensor([z]))
+    np.testing.assert_array_equal(decode_rgb(styled.content), want)
+
+
+def test_style_needs_the_encoder(tmp_path):
+    import torch as _torch
+
+    from spade.checkpoint import load_generator
+
+    path = write_tiny_generator(tmp_path / "plain.pt", use_vae=False)
+    model, recipe = load_generator(path, _torch.device("cpu"))
+    with TestClient(create_app(FaceGenerator(model, recipe, _torch.device("cpu")))) as c:
+        assert c.get("/api/info").json()["has_style_encoder"] is False
+        r = c.post(
+            "/api/style", content=png_bytes(a_rough()), headers={"content-type": "image/png"}
+        )
+        assert "style encoder" in error(r, 409)
+
+
+def test_strip_runs_from_one_seed_to_the_other(client, tiny_face_generator):
+    r = client.post("/api/strip", json={"rough": b64(a_rough()), "seed": 2, "seed_to": 9, "k": 4})
+    strip = decode_rgb(r.content)
+    assert strip.shape == (SIZE, 4 * SIZE, 3)
+    expected = tiny_face_generator.strip(a_rough(), 2, 9, 4)
+    np.testing.assert_array_equal(strip, np.concatenate(expected, axis=1))
+    for k in (1, 17):
+        body = {"rough": b64(a_rough()), "seed": 2, "seed_to": 9, "k": k}
+        assert error(client.post("/api/strip", json=body), 422).startswith("k")
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def test_loopback_server_refuses_other_host_names(tiny_face_generator):
+    app = create_app(tiny_face_generator, allowed_hosts=["127.0.0.1", "localhost"])
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        assert c.get("/api/info").status_code == 200
+        assert c.get("/api/info", headers={"host": "attacker.example"}).status_code == 400
+
+
+def test_cli_missing_or_bad_model_is_one_line_and_exit_2(tmp_path, caplog):
+    for path in (tmp_path / "missing.pt", tmp_path / "bad.pt"):
+        if path.name == "bad.pt":
+            path.write_bytes(b"not a model")
+        with pytest.raises(SystemExit) as stop:
+            main(["studio", "--model", str(path), "--port", "0"])
+        assert stop.value.code == 2
+        assert str(path) in caplog.records[-1].getMessage()
+
+
+def test_busy_port_is_a_user_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with pytest.raises(UserError, match="cannot listen"):
+            bind("127.0.0.1", taken.getsockname()[1])
+
+
+def test_bound_socket_sends_without_delay():
+    """Accepted sockets must be TCP_NODELAY, or each response waits ~40 ms for a delayed ACK."""
+    with bind("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_bf16_precision_gives_nearly_the_fp32_faces(tiny_generator_file, tiny_face_generator):
+    from spade.checkpoint import load_generator
+    from spade.studio.precision import with_precision
+
+    model, recipe = load_generator(tiny_generator_file, torch.device("cpu"))
+    bf16 = with_precision(FaceGenerator(model, recipe, torch.device("cpu")), "bf16")
+    with TestClient(create_app(bf16)) as c:
+        assert c.get("/api/info").json()["precision"] == "bf16"
+        a, again = (decode_rgb(face(c, 4).content) for _ in range(2))
+        np.testing.assert_array_equal(a, again)
+        fp32 = tiny_face_generator.face(a_rough(), 4)
+        assert np.abs(a.astype(int) - fp32).mean() < 2.0
+        ref = png_bytes(blob_image(np.random.default_rng(9), 40))
+        r = c.post("/api/style", content=ref, headers={"content-type": "image/png"})
+        assert len(r.json()["z"]) == 8
+
+
+def test_precision_choice():
+    from spade.studio.precision import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
