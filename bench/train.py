@@ -50,6 +50,7 @@ class Variant:
     amp: bool = False
     fused: bool = False
     compile: bool = False
+    style: bool = False  # z at every layer + the mode-seeking term (style variety)
 
 
 def variants(device: torch.device, with_compile: bool) -> list[Variant]:
@@ -62,6 +63,7 @@ def variants(device: torch.device, with_compile: bool) -> list[Variant]:
         ]
         if with_compile:
             out.append(Variant("+ torch.compile", True, True, True, compile=True))
+        out.append(Variant("trainer's path + style variety", True, True, True, style=True))
     return out
 
 
@@ -69,6 +71,8 @@ def measure(
     nets: dict, variant: Variant, size: int, batch: int, device: torch.device, steps: int
 ) -> dict[str, float]:
     """images/s (and peak GiB on CUDA, and compile seconds) of `steps` timed steps."""
+    if variant.style:
+        nets = nets | {"arch": nets["arch"] | {"z_every_layer": True}, "lambda_ms": 1.0}
     cfg = TrainConfig(
         **nets,
         batch_size=batch,

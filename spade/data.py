@@ -17,13 +17,17 @@ from spade.images import load_image_array
 def to_model(
     images: np.ndarray | torch.Tensor,
     device: torch.device,
-    memory_format: torch.memory_format = torch.contiguous_format,
+    memory_format: torch.memory_format | None = None,
 ) -> torch.Tensor:
-    """uint8 (B, H, W, 3) images → float (B, 3, H, W) in [-1, 1] on `device`."""
+    """uint8 (B, H, W, 3) images → float (B, 3, H, W) in [-1, 1] on `device`.
+
+    By default the result keeps the layout of the pixels (channels_last: no copy); training
+    asks for the layout it runs in.
+    """
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.array(images))  # a copy: memory-mapped arrays are read-only
-    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2)
-    return x.float().div_(127.5).sub_(1.0).contiguous(memory_format=memory_format)
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return x if memory_format is None else x.contiguous(memory_format=memory_format)
 
 
 def to_images(x: torch.Tensor) -> np.ndarray:
