@@ -5,16 +5,18 @@ Prints images/s for, on the same images in one run:
   2. the stage's code at n_jobs=1,
   3. the stage's code on all cores,
   4. an incremental re-run after adding 10% more images (content-addressed cache),
+  5. with --dask, a local Dask cluster of 1 and 2 worker processes (roughen.scheduler),
 and the ratios the targets are stated in: ≥0.95× the bare loop per core, ≥1.8× on 2 cores,
 incremental re-run ≤15% of a full run. OpenCV runs one thread per process everywhere, so
 "per core" means what it says.
 
-    python bench/roughen.py --n 200 --size 128
+    python bench/roughen.py --n 200 --size 128 [--dask]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import tempfile
@@ -47,6 +49,33 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def dask_rows(images: np.ndarray, recipe: Recipe, t_bare: float) -> None:
+    """images/s on a local Dask cluster of 1 and 2 worker processes (one thread each)."""
+    from distributed import LocalCluster
+
+    for workers in (1, 2):
+        with LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster:
+            run = functools.partial(
+                roughen_array,
+                images,
+                np.empty_like(images),
+                recipe,
+                scheduler=cluster.scheduler_address,
+                progress=False,
+                batch_size=8,
+            )
+            run()  # workers import the project and warm up
+            t = timed(run)
+        log.info(
+            "Dask, %d worker(s)        %8.1f img/s   %.2fx bare",
+            workers,
+            len(images) / t,
+            t_bare / t,
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--n", type=int, default=200, help="images in the full run")
@@ -56,6 +85,7 @@ def main() -> None:
         action="store_true",
         help="use the seed's 256 px numbers (9, 52, 52, 15) instead of scaling them",
     )
+    p.add_argument("--dask", action="store_true", help="also on a local Dask cluster, 1-2 workers")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cv2.setNumThreads(1)
@@ -89,6 +119,8 @@ def main() -> None:
             lambda: roughen_array(faces, grown, recipe, n_jobs=-1, cache=cache, progress=False)
         )
 
+    if args.dask:
+        dask_rows(images, recipe, t_bare)
     rate = lambda t: args.n / t  # noqa: E731
     log.info("bare serial loop           %8.1f img/s", rate(t_bare))
     log.info(

@@ -15,6 +15,8 @@ import hashlib
 import importlib.util
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +139,23 @@ def tf_bilinear_resize(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
     return torch.einsum("oh,nchw,pw->ncop", rows, x, cols)
 
 
+@contextmanager
+def ieee_fp32_convolutions() -> Iterator[None]:
+    """cuDNN convolutions in IEEE fp32 while extracting features, not TF32 (torch's default
+    for convolutions), so GPU features stay close to the CPU's. Measured on an H100 with
+    torch 2.11 before this: TF32-level differences of 2.5e-3 of the feature scale."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is None or not hasattr(conv, "fp32_precision"):  # torch < 2.9: the legacy flag
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield
+        return
+    before, conv.fp32_precision = conv.fp32_precision, "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = before
+
+
 def _check_images(images: np.ndarray) -> None:
     if not isinstance(images, np.ndarray):
         raise UserError(f"images must be a numpy array, got {type(images).__name__}")
@@ -186,7 +205,7 @@ def extract_features(
     out = np.empty((n, FEATURE_DIM), dtype=np.float64)
     with (
         torch.inference_mode(),
-        torch.backends.cudnn.flags(enabled=True, benchmark=False, allow_tf32=False),  # full fp32
+        ieee_fp32_convolutions(),
         tqdm(total=n, unit="img", desc="inception", disable=not progress) as bar,
     ):
         for start in range(0, n, batch_size):
