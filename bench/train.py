@@ -115,17 +115,21 @@ def compare(
     device: torch.device,
     steps: int,
     with_compile: bool = False,
+    only: set[str] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Every variant at one batch size; failures (out of memory, compile errors) are recorded."""
+    """Every variant (or those named in `only`) at one batch size; failures (out of memory,
+    compile errors) are recorded."""
     rows: dict[str, dict[str, float]] = {}
     for variant in variants(device, with_compile):
+        if only is not None and variant.name not in only:
+            continue
         try:
             rows[variant.name] = measure(nets, variant, size, batch, device, steps)
         except Exception as e:  # OOM or a compiler error: report, go on
             rows[variant.name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    base = rows["fp32"].get("images_per_s")
+    base = rows.get("fp32", {}).get("images_per_s")
     for row in rows.values():
         if base and "images_per_s" in row:
             row["speedup"] = round(row["images_per_s"] / base, 2)
@@ -139,7 +143,8 @@ def show(title: str, rows: dict[str, dict[str, float]]) -> None:
             log.info("  %-36s %s", name, row["error"])
             continue
         mem = f"  {row['peak_gib']:6.2f} GiB" if "peak_gib" in row else ""
-        log.info("  %-36s %8.2f img/s  %5.2fx%s", name, row["images_per_s"], row["speedup"], mem)
+        speedup = f"{row['speedup']:5.2f}x" if "speedup" in row else ""
+        log.info("  %-36s %8.2f img/s  %s%s", name, row["images_per_s"], speedup, mem)
 
 
 def main() -> None:

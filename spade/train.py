@@ -317,7 +317,7 @@ def recompute_bn_stats(model: nn.Module, loader: DataLoader, cfg: TrainConfig, n
     model.eval()
 
 
-def test_metrics(model: nn.Module, test_set: PairDataset, seed: int) -> dict[str, Any]:
+def held_out_l1(model: nn.Module, test_set: PairDataset, seed: int) -> dict[str, Any]:
     """Paired L1 of generated faces and of the roughs themselves against the real faces: the
     same function `evaluate` uses, so the numbers agree with metrics/eval.json."""
     roughs, real = (np.asarray(a) for a in test_set.arrays())
@@ -343,10 +343,11 @@ def export(
     final = to_plain_batchnorm(copy.deepcopy(state.g_ema))
     sampler = ResumableSampler(train_set, rank=0, world_size=1, seed=cfg.seed)
     sampler.set_epoch(cfg.epochs)  # the same batches, whatever the number of processes
-    loader = make_loader(train_set, sampler, cfg.batch_size, cfg, final_device(final))
+    device = next(final.parameters()).device
+    loader = make_loader(train_set, sampler, cfg.batch_size, cfg, device)
     recompute_bn_stats(final, loader, cfg, cfg.bn_batches)
     final.to(memory_format=torch.contiguous_format)  # as `load_generator` rebuilds it
-    metrics = test_metrics(final, test_set, cfg.seed)
+    metrics = held_out_l1(final, test_set, cfg.seed)
     write_generator(paths.generator, final, recipe)
     log.info(
         "test L1: generated %.4f vs rough %.4f (lower is better)",
@@ -354,10 +355,6 @@ def export(
         metrics["test_l1_rough"],
     )
     return metrics
-
-
-def final_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 # --------------------------------------------------------------------------- the loop

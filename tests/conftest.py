@@ -124,3 +124,18 @@ def tiny_face_generator(tiny_generator_file: Path):
     device = torch.device("cpu")
     model, recipe = load_generator(tiny_generator_file, device)
     return FaceGenerator(model, recipe, device)
+
+
+def launch_stage(name: str, cwd: Path, **env: str) -> subprocess.Popen:
+    """`python stages/<name>.py` in `cwd` as a child process, stdout and stderr together."""
+    import os
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / f"stages/{name}.py")],
+        cwd=cwd,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"} | env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

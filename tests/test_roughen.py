@@ -1,7 +1,5 @@
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from spade.errors import UserError
 from spade.roughen import RoughCache, roughen_array, roughen_image
 from spade.synthetic import render_face
 
-from conftest import ROOT, blob_image
+from conftest import ROOT, blob_image, launch_stage
 
 SEED_RECIPE = Recipe()  # 9, 52, 52, 1, 15
 SMALL = Recipe(median_before=3, spatial_radius=10, color_radius=30, max_level=1, median_after=5)
@@ -133,15 +131,7 @@ def roughen_dir(tmp: Path, n: int = 48) -> Path:
 
 
 def start_stage(cwd: Path, cache: Path) -> subprocess.Popen:
-    env = os.environ | {"SPADE_ROUGHEN_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "stages/roughen.py")],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return launch_stage("roughen", cwd, SPADE_ROUGHEN_CACHE=str(cache))
 
 
 def wait_for_workers(proc: subprocess.Popen, n: int = 2, timeout: float = 60) -> set[int]:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from spade.dist import DistEnv
 from spade.errors import UserError
 from spade.train import TrainPaths, train
 
-from conftest import ROOT
+from conftest import ROOT, launch_stage
 
 RECIPE = Recipe(median_before=3, spatial_radius=8, color_radius=40, max_level=1, median_after=3)
 ARCH = {"ngf": 4, "spade_hidden": 8, "z_dim": 8, "nef": 4}
@@ -198,15 +195,7 @@ def stage_dir(tmp: Path, data: Path, **train_overrides) -> Path:
 
 
 def run_stage(cwd: Path, *, wait: bool = True):
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "stages/train.py")],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = launch_stage("train", cwd, OMP_NUM_THREADS="1")
     if wait:
         out, _ = proc.communicate(timeout=600)
         return proc.returncode, out
