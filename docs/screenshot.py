@@ -20,20 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from spade.checkpoint import load_generator
 from spade.generate import FaceGenerator
+from spade.studio.browser import CHROMIUM, IDLE, LAUNCH_ARGS
 from spade.studio.server import bind, make_server
-
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = [  # what works on these machines (no sandbox as root, no background networking)
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-IDLE = """() => { const s = document.body.dataset;
-  return s.ready === "1" && s.busy === "0" && s.shown === s.want; }"""
 
 
 def main() -> None:

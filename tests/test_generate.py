@@ -117,23 +117,6 @@ def test_interpolate_writes_a_strip(model_path, tmp_path):
     np.testing.assert_array_equal(first, read_rgb(tmp_path / "single/mine.png"))
 
 
-def test_style_from_a_reference_face(vae_model_path, pair_data, tmp_path):
-    save_png(tmp_path / "mine.png", hand_drawn_rough())
-    real = np.load(pair_data / "sampled/test.npy")
-    save_png(tmp_path / "ref.png", real[0])
-    out = tmp_path / "out"
-    generate(
-        tmp_path / "mine.png",
-        "--model",
-        vae_model_path,
-        "--out",
-        out,
-        "--style",
-        tmp_path / "ref.png",
-    )
-    assert read_rgb(out / "mine.png").shape == (32, 32, 3)
-
-
 def expect_error(capsys_or_caplog, args, fragment):
     with pytest.raises(SystemExit) as e:
         generate(*args)
@@ -270,4 +253,4 @@ def test_style_reference_changes_the_face(vae_model_path, pair_data, tmp_path):
             tmp_path / f"ref{i}.png",
         )
         faces.append(read_rgb(out / "mine.png"))
-    assert not np.array_equal(*faces)
+    assert faces[0].shape == (32, 32, 3) and not np.array_equal(*faces)

@@ -20,13 +20,15 @@ import pytest
 
 from spade.generate import FaceGenerator
 from spade.images import decode_rgb
+from spade.studio.browser import CHROMIUM as CHROMIUM_BIN
+from spade.studio.browser import IDLE, LAUNCH_ARGS
 from spade.studio.server import bind, make_server
 
 from conftest import blob_image, png_bytes
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(CHROMIUM_BIN)
 if not CHROMIUM.exists():
     why = f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
     if os.environ.get("CI"):  # .ci/run installs it: a skip there would hide a broken set-up
@@ -36,18 +38,7 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed: pip install -r requirements.txt"
 )
 
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SIZE = 32
-IDLE = """() => { const s = document.body.dataset;
-  return s.ready === "1" && s.busy === "0" && s.shown === s.want; }"""
 
 
 @contextlib.contextmanager
