@@ -211,19 +211,15 @@ def mean_levels(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(int) - b.astype(int)).mean())
 
 
-def test_seeds_visibly_change_a_trained_face(styled_model_path, model_path, tmp_path):
+def test_seeds_visibly_change_a_trained_face(styled_model_path, tmp_path):
     save_png(tmp_path / "in/mine.png", hand_drawn_rough())
-    faces = {}
-    for name, path in (("styled", styled_model_path), ("plain", model_path)):
-        for seed in (0, 1, 0):
-            out = tmp_path / f"{name}{seed}"
-            generate(tmp_path / "in", "--model", path, "--out", out, "--seed", seed)
-            faces[name, seed] = read_rgb(out / "mine.png")
-    # the same seed, the same face; another seed, another face: several levels in 255 on
-    # average with z at every layer and mode seeking, far more than without them
-    styled = mean_levels(faces["styled", 0], faces["styled", 1])
-    plain = mean_levels(faces["plain", 0], faces["plain", 1])
-    assert styled > 2 and styled > 3 * plain, (styled, plain)
+    faces = []
+    for run, seed in enumerate((0, 1, 0)):
+        out = tmp_path / f"run{run}"
+        generate(tmp_path / "in", "--model", styled_model_path, "--out", out, "--seed", seed)
+        faces.append(read_rgb(out / "mine.png"))
+    np.testing.assert_array_equal(faces[0], faces[2])  # the same seed, the same face
+    assert mean_levels(faces[0], faces[1]) > 2  # another seed: levels in 255, on average
 
 
 def test_interpolation_strip_moves_between_two_styles(styled_model_path, tmp_path):
