@@ -55,6 +55,7 @@ EVAL_FIELDS = {
     "feature_network",
     "note",
     "worse_than_rough",
+    "diversity",
 }
 
 
