@@ -188,13 +188,15 @@ def rehearsal(smoke: bool) -> dict[str, Any]:
 TRAINERS_PATH = "+ fused Adam (the trainer's path)"
 
 
-def training_throughput(smoke: bool, device: torch.device) -> dict[str, Any]:
-    """Every switch at batch 4 (the seed's) and 16 (torch.compile at 16 only: it takes a
-    minute or two to compile); fp32 and the trainer's path at 64, the largest that fits."""
+def training_throughput(smoke: bool, device: torch.device, with_compile: bool) -> dict[str, Any]:
+    """Every switch at batch 4 (the seed's) and 16 (torch.compile at 16 only, if asked: it
+    takes a minute or two to compile); fp32 and the trainer's path at 64, the largest that
+    fits."""
     nets, size, steps = (TINY_NETS, 32, 1) if smoke else (FULL_NETS, 256, 8)
     results: dict[str, Any] = {}
     for batch in [2] if smoke else [4, 16]:
-        rows = compare(nets, size, batch, device, steps, with_compile=not smoke and batch == 16)
+        compiled = with_compile and not smoke and batch == 16
+        rows = compare(nets, size, batch, device, steps, with_compile=compiled)
         results[f"batch_{batch}"] = rows
     if not smoke:
         rows = compare(nets, size, 64, device, steps, only={"fp32", TRAINERS_PATH})
@@ -345,6 +347,7 @@ def main() -> int:
     p.add_argument("--cpu-smoke", action="store_true", help="every step, tiny, on the CPU")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--skip", nargs="*", default=[], help="steps to leave out")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (~2 min)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if not torch.cuda.is_available() and not args.cpu_smoke:
@@ -364,7 +367,10 @@ def main() -> int:
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("gpu_tests", lambda: gpu_tests(smoke)),
         ("rehearsal", lambda: rehearsal(smoke)),
-        ("training", lambda: training.update(training_throughput(smoke, device)) or training),
+        (
+            "training",
+            lambda: training.update(training_throughput(smoke, device, args.compile)) or training,
+        ),
         ("anchor", lambda: anchor(smoke, device, training)),
         ("evaluation", lambda: evaluation_throughput(smoke, device)),
         ("studio", lambda: studio_latency(smoke, device)),
