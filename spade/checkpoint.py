@@ -92,9 +92,7 @@ def mark_diverged(path: Path, step: int) -> int | None:
 # --------------------------------------------------------------------------- the generator file
 
 
-def write_generator(
-    path: Path, model: StyledGenerator, recipe: Recipe, info: dict[str, Any] | None = None
-) -> None:
+def write_generator(path: Path, model: StyledGenerator, recipe: Recipe) -> None:
     """Write the generator file (`model` must hold plain BatchNorm: `dist.to_plain_batchnorm`)."""
     save_torch(
         path,
@@ -105,8 +103,7 @@ def write_generator(
             "image_size": model.image_size,
             "recipe": recipe.model_dump(),
             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-        }
-        | ({"info": info} if info else {}),
+        },
     )
 
 

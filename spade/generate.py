@@ -23,7 +23,7 @@ from spade.data import to_images, to_model
 from spade.errors import UserError
 from spade.images import IMAGE_SUFFIXES, read_rgb, resize_square, save_png
 from spade.inference import seeded
-from spade.networks import StyledGenerator
+from spade.networks import RandomStream, StyledGenerator
 from spade.roughen import roughen_image
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,12 @@ class FaceGenerator:
         img = resize_square(rgb, self.size)
         return roughen_image(img, self.recipe) if roughen else img
 
+    def _draw_z(self, rng: RandomStream) -> torch.Tensor:
+        """A seed's z: the first draw of its stream, on the CPU."""
+        return rng.randn(1, self.model.arch.z_dim, device=torch.device("cpu"))
+
     def z_for_seed(self, seed: int) -> torch.Tensor:
-        return seeded(seed).randn(1, self.model.arch.z_dim, device=torch.device("cpu"))
+        return self._draw_z(seeded(seed))
 
     @torch.inference_mode()
     def style_z(self, rgb: np.ndarray) -> torch.Tensor:
@@ -73,7 +77,7 @@ class FaceGenerator:
     def face(self, rough: np.ndarray, seed: int, z: torch.Tensor | None = None) -> np.ndarray:
         """One face; z defaults to the seed's own."""
         rng = seeded(seed)
-        own_z = rng.randn(1, self.model.arch.z_dim, device=torch.device("cpu"))
+        own_z = self._draw_z(rng)  # drawn even when z is given: the noise follows it
         z = own_z if z is None else z
         fake, _, _ = self.model(to_model(rough[None], self.device), z=z.to(self.device), rng=rng)
         return to_images(fake)[0]
