@@ -1,5 +1,8 @@
 """Typed parameters: one pydantic model per `params.yaml` section and per nested concept.
 
+The defaults are the seed's setup, `presets/full.yaml` (which writes every one of them out; a
+test holds them equal); `params.yaml`, the demo, sets its own values for a CPU.
+
 `load_params()` validates the whole file at once (every stage calls it, so a bad value anywhere
 stops the first stage before it does any work). Unknown sections and keys, wrong types and
 out-of-range values fail with one line that names the key, the value and what is legal, e.g.
@@ -14,6 +17,7 @@ change a data, model or metrics output, and is therefore a dependency of the sta
 from __future__ import annotations
 
 import re
+import reprlib
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +26,15 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import annotated_types as at
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import core_schema
 
 from spade.errors import UserError
@@ -60,6 +72,13 @@ class Rule:
 
 ODD = Rule("odd", lambda v: v % 2 == 1)
 ALL_CORES_OR_COUNT = Rule("-1 (all cores) or >= 1", lambda v: v == -1 or v >= 1)
+# A Dask scheduler's address as `dask scheduler` prints it (tcp://10.0.0.5:8786), or host:port.
+_ADDRESS = re.compile(r"((tcp|tls|ucx|ws|wss)://)?[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}")
+SCHEDULER = Rule(
+    "'' (this machine) or a scheduler address such as tcp://10.0.0.5:8786",
+    lambda v: v == "" or _ADDRESS.fullmatch(v) is not None,
+)
+MAX_PROCESSES = 1024  # per machine, far beyond any machine's GPU count
 POWER_OF_TWO = Rule("a power of two", lambda v: v > 0 and v & (v - 1) == 0)
 
 Number = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)]
@@ -108,31 +127,33 @@ class DemoConfig(Section):
 
     SPEED_KEYS: ClassVar[frozenset[str]] = frozenset({"n_jobs"})
 
-    count: Integer = Field(1200, ge=1, le=1_000_000)
+    count: Integer = Field(16, ge=1, le=1_000_000)  # the full preset samples real faces instead
     size: Integer = Field(128, ge=32, le=512)
     seed: Seed = 0
-    n_jobs: Jobs = 1  # processes drawing faces
+    n_jobs: Jobs = -1  # processes drawing faces
 
 
 class SampleConfig(Section):
     """`sample`: a deterministic train/test sample of a folder or .zip of images."""
 
-    source: Text = Field("data/demo/faces.zip", min_length=1)
-    n_images: Integer = Field(1200, ge=2)
+    source: Text = Field("data/anime-faces", min_length=1)
+    n_images: Integer = Field(20000, ge=2)
     test_fraction: Number = Field(0.1, gt=0.0, le=0.5)
-    image_size: Annotated[Integer, POWER_OF_TWO] = Field(64, ge=32, le=512)
+    image_size: Annotated[Integer, POWER_OF_TWO] = Field(256, ge=32, le=512)
     seed: Seed = 0
 
     @property
     def n_test(self) -> int:
         return round(self.n_images * self.test_fraction)
 
-    def model_post_init(self, _context: Any) -> None:
+    @model_validator(mode="after")
+    def _test_split_fits(self) -> SampleConfig:
         if not 1 <= self.n_test < self.n_images:
-            raise UserError(
-                f"params.yaml: sample.test_fraction = {self.test_fraction} with sample.n_images"
+            raise ValueError(
+                f"sample.test_fraction = {self.test_fraction} with sample.n_images"
                 f" = {self.n_images} gives {self.n_test} test images; need 1 <= n_test < n_images"
             )
+        return self
 
 
 class Recipe(Section):
@@ -158,8 +179,8 @@ class RoughenConfig(Section):
     recipe: Recipe = Recipe()
     backend: Literal["auto", "opencv", "torch"] = "auto"  # auto: torch with CUDA, else opencv
     n_jobs: Jobs = -1
-    batch_size: Integer = Field(32, ge=1)
-    scheduler: Text = ""  # a Dask scheduler address (opencv engine); "" = this machine
+    batch_size: Integer = Field(16, ge=1)
+    scheduler: Annotated[Text, SCHEDULER] = ""  # a Dask scheduler address; "" = this machine
 
 
 class GeneratorArch(Section):
@@ -168,9 +189,9 @@ class GeneratorArch(Section):
     ngf: Integer = Field(64, ge=1)
     spade_hidden: Integer = Field(128, ge=1)
     z_dim: Integer = Field(256, ge=1)
-    z_every_layer: Flag = False  # z also scales and shifts every SPADE layer (style variety)
+    z_every_layer: Flag = True  # z also scales and shifts every SPADE layer (style variety)
     noise: Flag = True
-    use_vae: Flag = False
+    use_vae: Flag = True  # the style encoder: a face's style as z
     nef: Integer = Field(64, ge=1)
 
 
@@ -182,22 +203,20 @@ class DiscriminatorArch(Section):
     n_layers: Integer = Field(4, ge=1, le=6)
 
 
-class TrainConfig(Section):
-    """`train`: networks, losses, optimisation and the loop."""
+class LoopConfig(Section):
+    """What every training run has (the GAN's `train`, the student's `distill`): the losses both
+    use, optimisation, the loop and the hardware. `SECTION` names it in messages."""
 
+    SECTION: ClassVar[str] = "train"
     SPEED_KEYS: ClassVar[frozenset[str]] = frozenset(
         {"num_workers", "log_every", "ckpt_every", "n_samples"}
     )
 
-    arch: GeneratorArch = GeneratorArch()
-    disc: DiscriminatorArch = DiscriminatorArch()
     # losses
     lambda_gan: Number = Field(1.0, ge=0.0)
     lambda_fm: Number = Field(10.0, ge=0.0)
     lambda_l1: Number = Field(100.0, ge=0.0)
     lambda_vgg: Number = Field(10.0, ge=0.0)
-    lambda_kl: Number = Field(0.05, ge=0.0)
-    lambda_ms: Number = Field(0.0, ge=0.0)  # mode seeking: rewards faces that differ with z
     # optimisation
     lr_g: Number = Field(1e-4, gt=0.0)
     lr_d: Number = Field(4e-4, gt=0.0)
@@ -208,49 +227,98 @@ class TrainConfig(Section):
     epochs: Integer = Field(37, ge=1)
     seed: Seed = 0
     flip: Flag = True
-    bn_batches: Integer = Field(20, ge=0)  # batches to re-estimate BatchNorm before export
+    bn_batches: Integer = Field(50, ge=0)  # batches to re-estimate BatchNorm before export
     # hardware: each can change the numbers (bf16, memory layout, BatchNorm per process)
     amp: Flag = True
     channels_last: Flag = True
     compile: Flag = False  # torch.compile the networks (CUDA)
-    nproc: Integer = Field(1, ge=1)
+    nproc: Integer = Field(1, ge=1, le=MAX_PROCESSES)  # processes (GPUs) per machine
+    nnodes: Integer = Field(1, ge=1, le=MAX_PROCESSES)  # machines (SPADE_RDZV_ENDPOINT joins them)
     # speed and logging only
-    num_workers: Integer = Field(2, ge=0)
-    log_every: Integer = Field(50, ge=1)
-    ckpt_every: Integer = Field(1000, ge=1)
+    num_workers: Integer = Field(4, ge=0)
+    log_every: Integer = Field(100, ge=1)
+    ckpt_every: Integer = Field(2000, ge=1)
     n_samples: Integer = Field(8, ge=1, le=64)
 
-    def model_post_init(self, _context: Any) -> None:
+    @model_validator(mode="after")
+    def _loop_fields_agree(self) -> LoopConfig:
+        name = self.SECTION
         if self.decay_epochs > self.epochs:
-            raise UserError(
-                f"params.yaml: train.decay_epochs = {self.decay_epochs} exceeds train.epochs"
+            raise ValueError(
+                f"{name}.decay_epochs = {self.decay_epochs} exceeds {name}.epochs"
                 f" = {self.epochs}; legal values are 0..epochs"
             )
-        if self.arch.use_vae and self.lambda_kl == 0:
-            raise UserError("params.yaml: train.arch.use_vae needs train.lambda_kl > 0")
-        if self.arch.use_vae and self.lambda_ms > 0:
-            raise UserError(
-                "params.yaml: train.lambda_ms > 0 compares faces from two random z, but with "
-                "train.arch.use_vae z comes from the real face; use one or the other"
+        if self.batch_size % self.world_size:
+            n = self.world_size
+            legal = [b for b in range(n, 4 * n + 1, n)]
+            processes = f"{name}.nproc = {self.nproc}" + (
+                f" on {name}.nnodes = {self.nnodes} machines" if self.nnodes > 1 else ""
             )
-        if self.batch_size % self.nproc:
-            legal = [b for b in range(self.nproc, 4 * self.nproc + 1, self.nproc)]
-            raise UserError(
-                f"params.yaml: train.batch_size = {self.batch_size} is not legal with train.nproc"
-                f" = {self.nproc}; it is the global batch, split evenly over the processes: "
-                f"use a multiple of {self.nproc} ({', '.join(map(str, legal))}, …)"
+            raise ValueError(
+                f"{name}.batch_size = {self.batch_size} is not legal with {processes}; it is the"
+                f" global batch, split evenly over the processes: use a multiple of {n} "
+                f"({', '.join(map(str, legal))}, …)"
             )
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
 
     @property
     def batch_per_process(self) -> int:
-        return self.batch_size // self.nproc
+        return self.batch_size // self.world_size
+
+
+class TrainConfig(LoopConfig):
+    """`train`: the GAN — its networks and the losses only it has, then the loop."""
+
+    arch: GeneratorArch = GeneratorArch()
+    disc: DiscriminatorArch = DiscriminatorArch()
+    lambda_kl: Number = Field(0.01, ge=0.0)
+    lambda_ms: Number = Field(0.0, ge=0.0)  # mode seeking: rewards faces that differ with z
+
+    @model_validator(mode="after")
+    def _fields_agree(self) -> TrainConfig:
+        if self.arch.use_vae and self.lambda_kl == 0:
+            raise ValueError("train.arch.use_vae needs train.lambda_kl > 0")
+        if self.arch.use_vae and self.lambda_ms > 0:
+            raise ValueError(
+                "train.lambda_ms > 0 compares faces from two random z, but with "
+                "train.arch.use_vae z comes from the real face; use one or the other"
+            )
+        return self
+
+
+class StudentArch(Section):
+    """`distill.arch`: the student's widths; the rest of its architecture is the teacher's."""
+
+    ngf: Integer = Field(16, ge=1)
+    spade_hidden: Integer = Field(32, ge=1)
+
+
+class DistillConfig(LoopConfig):
+    """`distill`: a narrower student trained to paint like the frozen teacher (GAN Compression):
+    its block outputs matched to the teacher's through learnable 1×1 convolutions (`lambda_feat`,
+    MSE), its face to the teacher's (`lambda_teacher`, L1) and to the real one (`lambda_l1`),
+    with the GAN and feature-matching losses against a discriminator started from the teacher's.
+    """
+
+    SECTION: ClassVar[str] = "distill"
+
+    arch: StudentArch = StudentArch()
+    lambda_feat: Number = Field(10.0, ge=0.0)
+    lambda_teacher: Number = Field(100.0, ge=0.0)
+    lr_g: Number = Field(2e-4, gt=0.0)
 
 
 class FeaturesConfig(Section):
-    """`features`: Inception features of the real test images (the FID reference)."""
+    """`features`: Inception features of the real test images (the FID reference), and the style
+    probe fitted on the real training faces when the data has style labels."""
 
-    batch_size: Integer = Field(32, ge=1)
+    batch_size: Integer = Field(64, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: Seed = 0  # the style probe's initial weights and batches
 
 
 class EvaluateConfig(Section):
@@ -271,6 +339,7 @@ class Params(Section):
     sample: SampleConfig = SampleConfig()
     roughen: RoughenConfig = RoughenConfig()
     train: TrainConfig = TrainConfig()
+    distill: DistillConfig = DistillConfig()
     features: FeaturesConfig = FeaturesConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
 
@@ -292,16 +361,29 @@ def load_params(path: Path | str = "params.yaml") -> Params:
 
 def parse_params(data: Any, source: str = "params.yaml") -> Params:
     if not isinstance(data, dict):
-        raise UserError(f"{source} must be a mapping of stage sections, got {data!r}")
+        raise UserError(f"{source} must be a mapping of stage sections, got {short_repr(data)}")
     try:
         return Params.model_validate(data)
     except ValidationError as e:
         raise UserError(f"{source}: {explain(Params, e.errors()[0])}") from None
 
 
+def short_repr(value: Any) -> str:
+    """A value as a message shows it: bounded, however big (a YAML alias bomb stays short)."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 60
+    short.maxlist, short.maxdict, short.maxlevel = 6, 4, 2
+    return short.repr(value)
+
+
 def explain(model: type[BaseModel], error: Any) -> str:
     """One line for a pydantic error: the dotted key, the bad value and what is legal."""
     loc = error["loc"]
+    if error["type"] == "invalid_key" or not all(isinstance(p, str | int) for p in loc):
+        where = ".".join(str(p) for p in loc[:-1]) or "the top level"
+        return f"the key {short_repr(error['input'])} in {where} is not a name; keys are words"
+    if error["type"] == "value_error" and _is_section(model, loc):  # a rule between fields
+        return str(error["ctx"]["error"])
     *parents, leaf = loc
     owner = _model_at(model, tuple(parents))
     where = ".".join(str(p) for p in parents)
@@ -318,13 +400,25 @@ def explain(model: type[BaseModel], error: Any) -> str:
     elif isinstance(leaf, int):  # an element of a tuple field, e.g. train.betas[1]
         field = _model_at(model, tuple(parents[:-1])).model_fields[parents[-1]]
         hint = typing.get_args(field.annotation)[leaf]
-        return f"{where}[{leaf}] = {error['input']!r} is not legal; expected {describe(hint, [])}"
+        value, legal = short_repr(error["input"]), describe(hint, [])
+        return f"{where}[{leaf}] = {value} is not legal; expected {legal}"
     field = owner.model_fields[leaf]
     key = f"{where}.{leaf}" if where else str(leaf)
     if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-        return f"section '{key}' must be a mapping, got {error['input']!r}"
+        return f"section '{key}' must be a mapping, got {short_repr(error['input'])}"
     legal = describe(field.annotation, field.metadata)
-    return f"{key} = {error['input']!r} is not legal; expected {legal}"
+    return f"{key} = {short_repr(error['input'])} is not legal; expected {legal}"
+
+
+def _is_section(model: type[BaseModel], loc: tuple[Any, ...]) -> bool:
+    for name in loc:
+        field = model.model_fields.get(name) if isinstance(name, str) else None
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
+            return False
+        model = field.annotation
+    return True
 
 
 def _model_at(model: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel]:

@@ -2,11 +2,16 @@
 
 A `UserError` prints as one clear line and exits with status 2, never a traceback. SIGTERM is
 handled like Ctrl-C, so temporary files are cleaned up and child processes are stopped.
+
+Under `dvc repro` (DVC sets DVC_STAGE), DVC has already deleted a stage's outputs when its
+command starts, unless they are `persist`; a stage that fails or is interrupted then says which
+command brings the previous ones back.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -26,15 +31,29 @@ def _interrupt(signum: int, _frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run(main: Callable[[], None]) -> None:
-    """Run a stage or command with the project's error and signal handling."""
+def _restore_hint(outputs_kept: bool) -> None:
+    stage = os.environ.get("DVC_STAGE")
+    if stage and not outputs_kept:
+        log.error(
+            "DVC removed the outputs of stage '%s' before it ran: `dvc checkout %s` "
+            "restores the previous ones",
+            stage,
+            stage,
+        )
+
+
+def run(main: Callable[[], None], *, outputs_kept: bool = False) -> None:
+    """Run a stage or command with the project's error and signal handling. `outputs_kept`:
+    the stage's outputs are DVC `persist` outputs, which DVC leaves in place."""
     setup_logging()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         main()
     except UserError as e:
         log.error("%s", e)
+        _restore_hint(outputs_kept)
         sys.exit(2)
     except KeyboardInterrupt:
         log.error("interrupted: nothing was written")
+        _restore_hint(outputs_kept)
         sys.exit(130)

@@ -1,16 +1,22 @@
 """Writing files so that a reader never sees half of one, with the same bytes for the same content.
 
 Everything the pipeline writes goes through `atomic_path`: a temporary file next to the target,
-fsynced, then renamed over it in one step, so an interruption (Ctrl-C, SIGKILL, a full disk)
-leaves the previous file intact and no temporary behind. `atomic_paths` does the same for a
-stage's group of outputs: all of them are replaced, or none.
+fsynced, then renamed over it in one step, so an interruption (Ctrl-C, SIGTERM, a full disk)
+leaves the previous file intact. `atomic_paths` does the same for a stage's group of outputs:
+all of them are replaced, or none. A temporary's name holds its writer's process id; one left
+behind by a writer that is gone (SIGKILL, a power cut) is removed by the next write of the same
+file. A full disk is one line that names the file and the space it needed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import glob
 import io
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -29,11 +35,37 @@ def _umask() -> int:
     return mask
 
 
+def _writer_gone(tmp: Path, prefix: str) -> bool:
+    """Whether the process that named temporary `tmp` has ended (or it has no process id: a
+    temporary of an older version)."""
+    pid = tmp.name[len(prefix) :].split(".", 1)[0]
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove temporaries of `path` whose writers are gone."""
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        if _writer_gone(tmp, prefix):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
 @contextmanager
 def _temporary(path: Path) -> Iterator[Path]:
     """A new empty temporary file next to `path`, removed if still there at the end."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    prefix = f".{path.name}.{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
@@ -50,14 +82,48 @@ def _commit(tmp: Path, path: Path) -> None:
 
 
 @contextmanager
-def atomic_paths(paths: Sequence[Path | str]) -> Iterator[list[Path]]:
-    """Yield one temporary path per target; if the block succeeds, each replaces its target."""
+def atomic_paths(paths: Sequence[Path | str], size: int | None = None) -> Iterator[list[Path]]:
+    """Yield one temporary path per target; if the block succeeds, each replaces its target.
+
+    `size` (bytes in all), when known, makes a full disk's message say how much is needed.
+    """
     targets = [Path(p) for p in paths]
     with ExitStack() as stack:
         temps = [stack.enter_context(_temporary(p)) for p in targets]
-        yield temps
-        for tmp, path in zip(temps, targets, strict=True):
-            _commit(tmp, path)
+        try:
+            yield temps
+            for tmp, path in zip(temps, targets, strict=True):
+                _commit(tmp, path)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            written = sum(_size(t) for t in temps)
+            raise disk_full(targets, written, size) from None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def disk_full(targets: Sequence[Path], written: int, size: int | None) -> Exception:
+    """The one-line error for a full disk: which files, how much they need, what is free."""
+    from spade.errors import UserError
+
+    folder = targets[0].parent
+    free = shutil.disk_usage(folder).free
+    names = ", ".join(str(t) for t in targets)
+    need = f"they need {_mib(size)}" if size else f"{_mib(written)} were written before it ran out"
+    return UserError(
+        f"no space left on the disk of {folder} while writing {names}: {need}, {_mib(free)} are "
+        "free; make room and run again (the previous files are intact)"
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
 
 
 @contextmanager
@@ -68,7 +134,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
 
 
 def write_bytes(path: Path | str, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_paths([path], size=len(data)) as (tmp,):
         tmp.write_bytes(data)
 
 
@@ -78,6 +144,29 @@ def json_bytes(obj: Any) -> bytes:
 
 def write_json(path: Path | str, obj: Any) -> None:
     write_bytes(path, json_bytes(obj))
+
+
+def save_torch(path: Path | str, obj: Any) -> None:
+    """torch.save through memory: the archive's inner names do not depend on a temp name, so
+    the same content gives the same bytes."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def load_torch(path: Path | str, what: str) -> Any:
+    """torch.load on the CPU with `weights_only=True` (no pickled code ever runs); a file that
+    is not one is a `UserError` naming `what` it should have been."""
+    import torch
+
+    from spade.errors import UserError
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable {what} ({type(e).__name__}: {e})") from e
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:

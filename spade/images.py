@@ -14,11 +14,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
+from tqdm import tqdm
 
 from spade.errors import UserError
 from spade.files import write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+# No image of this project is anywhere near this; a bigger file is refused unread (zip bombs,
+# /dev/zero).
+MAX_IMAGE_BYTES = 64 * 2**20
 
 
 class UnreadableImage(Exception):
@@ -36,7 +40,7 @@ def decode_rgb(data: bytes) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             img.load()
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)
     except Exception as e:  # PIL raises many types for broken input
         raise UnreadableImage(f"{type(e).__name__}: {e}") from e
     return _to_rgb(img)
@@ -57,22 +61,54 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
         img.mode == "P" and "transparency" in img.info
     )
     if has_alpha:
-        rgba = np.asarray(img.convert("RGBA")).astype(np.float32)
-        alpha = rgba[:, :, 3:] / 255.0
-        rgb = rgba[:, :, :3] * alpha + 255.0 * (1.0 - alpha)
-        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        return _on_white(np.asarray(img if img.mode == "RGBA" else img.convert("RGBA")))
     return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy
+
+
+def _on_white(rgba: np.ndarray, rows: int = 256) -> np.ndarray:
+    """RGBA → RGB on white, round((c·a + 255·(255 − a)) / 255) exactly, in integers and a few
+    rows at a time: a 4096² picture costs its output, not a float copy of it."""
+    out = np.empty((*rgba.shape[:2], 3), np.uint8)
+    for top in range(0, rgba.shape[0], rows):
+        block = rgba[top : top + rows].astype(np.uint16)
+        alpha = block[:, :, 3:]
+        mixed = block[:, :, :3] * alpha + 255 * (255 - alpha)  # <= 255², fits in uint16
+        out[top : top + rows] = (mixed + 127) // 255
+    return out
+
+
+def shown(path: Path | str) -> str:
+    """A file name as messages and logs show it: control characters (a newline in a name would
+    forge a log line) and bytes that are not UTF-8 are escaped."""
+    text = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def read_image_file(path: Path | str) -> bytes:
+    """The bytes of a regular image file, at most MAX_IMAGE_BYTES; anything else (a folder, a
+    pipe, a device such as /dev/zero, a huge file) is a one-line `UserError`, read no further."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"image not found: {shown(path)}")
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a pipe or a device)"
+        raise UserError(f"{shown(path)} is {kind}; give an image file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)
+    except OSError as e:
+        raise UserError(f"cannot read {shown(path)}: {e.strerror or e}") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise UserError(f"{shown(path)} is larger than {MAX_IMAGE_BYTES >> 20} MiB: not an image")
+    return data
 
 
 def read_rgb(path: Path | str) -> np.ndarray:
     """Read an image file as RGB uint8, with a `UserError` that names the file on failure."""
-    path = Path(path)
     try:
-        return decode_rgb(path.read_bytes())
-    except FileNotFoundError as e:
-        raise UserError(f"image not found: {path}") from e
+        return decode_rgb(read_image_file(path))
     except UnreadableImage as e:
-        raise UserError(f"cannot read image {path}: {e}") from e
+        raise UserError(f"cannot read image {shown(path)}: {e}") from e
 
 
 def center_square(img: np.ndarray) -> np.ndarray:
@@ -105,9 +141,18 @@ def load_image_array(path: Path | str) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found: run `dvc repro` to build the pipeline's data first")
-    arr = np.load(path, mmap_mode="r")
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-        raise UserError(f"{path}: expected uint8 (N, H, W, 3) images, got {arr.dtype} {arr.shape}")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:  # not .npy, pickled, truncated
+        raise UserError(f"{shown(path)} is not a packed image array (.npy): {e}") from None
+    if (
+        not isinstance(arr, np.ndarray)
+        or arr.dtype != np.uint8
+        or arr.ndim != 4
+        or arr.shape[-1] != 3
+    ):
+        got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else "an .npz archive"
+        raise UserError(f"{shown(path)}: expected uint8 (N, H, W, 3) images, got {got}")
     return arr
 
 
@@ -144,11 +189,26 @@ def comparison_grid(
 
 
 def export_pngs(array_path: Path | str, out_dir: Path | str, limit: int | None = None) -> int:
-    """Write the images of a packed .npy array as numbered PNG files; returns how many."""
+    """Write the images of a packed .npy array as numbered PNG files; returns how many. Files
+    already there are never overwritten: the export is refused before it writes anything."""
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit {limit}: give how many images to write (1 or more)")
     images = load_image_array(array_path)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{shown(out_dir)} is a file; give a folder for the PNG files")
     n = len(images) if limit is None else min(limit, len(images))
     width = max(6, len(str(n)))
-    for i in range(n):
-        save_png(out_dir / f"{i:0{width}d}.png", images[i])
+    targets = [out_dir / f"{i:0{width}d}.png" for i in range(n)]
+    existing = [t for t in targets if t.exists()]
+    if existing:
+        raise UserError(
+            f"{shown(out_dir)} already holds {len(existing)} of the files to write "
+            f"({shown(existing[0].name)}, …); choose an empty folder"
+        )
+    for i, target in enumerate(tqdm(targets, desc="export", unit="img", disable=None)):
+        try:
+            save_png(target, images[i])
+        except OSError as e:
+            raise UserError(f"cannot write {shown(target)}: {e.strerror or e}") from None
     return n

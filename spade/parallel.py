@@ -1,12 +1,14 @@
 """Process pools for the CPU-bound stages (demo, roughen): joblib, results in order, no orphans.
 
 A worker exits as soon as the process that started it is gone, so killing a stage (even with
-SIGKILL) never leaves workers running on as orphans.
+SIGKILL) never leaves workers running on as orphans; it ignores Ctrl-C and SIGTERM, which are
+its parent's to handle (the parent stops the pool).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,8 +35,19 @@ def _watch_parent() -> None:
         threading.Thread(target=_exit_when_orphaned, args=args, daemon=True).start()
 
 
+def ignore_stop_signals(*_args: Any) -> None:
+    """In a worker process: Ctrl-C and SIGTERM are for the parent, which decides when workers
+    stop. A group signal (`kill -TERM -<pgid>`, `timeout`, Slurm's scancel) reaches every
+    process at once; workers dying of it first would leave the parent nothing to finish with."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _call(fn: Callable[[Any], Any], item: Any, in_worker: bool) -> Any:
-    if in_worker:
+    # A loky worker runs calls on its main thread; a Dask worker (roughen.scheduler) on threads
+    # of a process Dask manages, whose signals and lifetime are Dask's, not ours.
+    if in_worker and threading.current_thread() is threading.main_thread():
+        ignore_stop_signals()
         _watch_parent()
     return fn(item)
 

@@ -5,6 +5,9 @@ sample walks that order and keeps the first `n_images` files that decode; the fi
 are listed in a report and replaced by the next candidates, so the sample never silently shrinks.
 The first `n_test` kept images form the test split, the rest the train split. The four outputs
 (train.npy, test.npy, manifest.csv, report.json) are replaced together, or not at all.
+
+A `styles.csv` at the source's root (`spade.style_labels`) is not a candidate: its style levels
+go into the manifest, one `style_<factor>` column each, for the sampled images.
 """
 
 from __future__ import annotations
@@ -26,25 +29,27 @@ from tqdm import tqdm
 from spade.config import SampleConfig
 from spade.errors import UserError
 from spade.files import atomic_paths, json_bytes
-from spade.images import UnreadableImage, decode_rgb, open_image_array, resize_square
+from spade.images import (
+    MAX_IMAGE_BYTES,
+    UnreadableImage,
+    decode_rgb,
+    open_image_array,
+    resize_square,
+    shown,
+)
+from spade.style_labels import LABELS_NAME, STYLE_PREFIX, parse_labels
 
 log = logging.getLogger(__name__)
 
 # A candidate that raises one of these is skipped and reported: a broken image, a zip entry with
 # a bad CRC, an encrypted entry or an unsupported compression method, an unreadable file.
 READ_ERRORS = (UnreadableImage, zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError)
-# No image of this project is anywhere near this; a bigger entry is skipped unread (zip bombs).
-MAX_FILE_BYTES = 64 * 2**20
+MAX_FILE_BYTES = MAX_IMAGE_BYTES  # a bigger entry is skipped unread (zip bombs)
 MANIFEST_COLUMNS = ["index", "split", "path", "sha1", "width", "height"]
 
 
 class TooLarge(Exception):
     pass
-
-
-def printable(name: str) -> str:
-    """A file name as valid UTF-8: bytes that are not (latin-1 names…) become \\xNN escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _hidden(rel_parts: tuple[str, ...]) -> bool:
@@ -77,7 +82,15 @@ class ImageSource:
             scan = self._scan_zip(self._zip)
         else:
             scan = self._scan_folder(self.path)
-        self.names, self.ignored = sorted(scan.names), scan.ignored
+        self.has_labels = LABELS_NAME in scan.names
+        self.names = sorted(n for n in scan.names if n != LABELS_NAME)
+        self.ignored = scan.ignored
+
+    def style_labels(self) -> tuple[list[str], dict[str, dict[str, str]]]:
+        """(factors, {name: {factor: level}}) from the source's styles.csv, if it has one."""
+        if not self.has_labels:
+            return [], {}
+        return parse_labels(self.read(LABELS_NAME), f"{self.path}/{LABELS_NAME}")
 
     @staticmethod
     def _scan_zip(zf: zipfile.ZipFile) -> Scan:
@@ -100,17 +113,17 @@ class ImageSource:
                 rel = Path(folder).relative_to(root)
                 for name in sorted(d for d in dirs if _hidden((d,))):  # not walked into
                     scan.ignored.append(
-                        {"path": printable((rel / name).as_posix()), "reason": "hidden"}
+                        {"path": shown((rel / name).as_posix()), "reason": "hidden"}
                     )
                 dirs[:] = sorted(d for d in dirs if not _hidden((d,)))
                 for name in sorted(files):
                     path = Path(folder, name)
                     rel_name = (rel / name).as_posix()
                     if _hidden((name,)):
-                        scan.ignored.append({"path": printable(rel_name), "reason": "hidden"})
+                        scan.ignored.append({"path": shown(rel_name), "reason": "hidden"})
                     elif not path.is_file():  # a broken link or a link loop
                         reason = "not a regular file (broken link or link loop)"
-                        scan.ignored.append({"path": printable(rel_name), "reason": reason})
+                        scan.ignored.append({"path": shown(rel_name), "reason": reason})
                     else:
                         scan.names.append(rel_name)
                     bar.update()
@@ -152,9 +165,10 @@ def _draw(
             yield name, str(e) if isinstance(e, UnreadableImage) else f"{type(e).__name__}: {e}"
 
 
-def _manifest_csv(rows: list[dict[str, Any]]) -> bytes:
+def _manifest_csv(rows: list[dict[str, Any]], factors: list[str]) -> bytes:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    columns = MANIFEST_COLUMNS + [STYLE_PREFIX + f for f in factors]
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue().encode()
@@ -163,6 +177,7 @@ def _manifest_csv(rows: list[dict[str, Any]]) -> bytes:
 def sample_images(cfg: SampleConfig, out_dir: Path) -> None:
     """Write train.npy, test.npy, manifest.csv and report.json into `out_dir`."""
     source = ImageSource(cfg.source)
+    factors, labels = source.style_labels()
     n_test, n_train = cfg.n_test, cfg.n_images - cfg.n_test
     if len(source.names) < cfg.n_images:
         raise UserError(
@@ -182,22 +197,24 @@ def sample_images(cfg: SampleConfig, out_dir: Path) -> None:
         bar = tqdm(total=cfg.n_images, desc="sample", unit="img")
         for item in _draw(source, cfg):
             if len(item) == 2:
-                skipped.append({"path": printable(item[0]), "reason": item[1]})
+                skipped.append({"path": shown(item[0]), "reason": item[1]})
                 continue
             name, data, img = item
             k = len(rows)
             split, index = ("test", k) if k < n_test else ("train", k - n_test)
             arrays[split][index] = resize_square(img, size)
             upscaled += min(img.shape[:2]) < size
+            levels = labels.get(name, {})  # unlabelled images leave the columns empty
             rows.append(
                 {
                     "index": index,
                     "split": split,
-                    "path": printable(name),
+                    "path": shown(name),
                     "sha1": hashlib.sha1(data).hexdigest(),
                     "width": img.shape[1],
                     "height": img.shape[0],
                 }
+                | {STYLE_PREFIX + f: levels.get(f, "") for f in factors}
             )
             bar.update()
             if len(rows) == cfg.n_images:
@@ -209,7 +226,7 @@ def sample_images(cfg: SampleConfig, out_dir: Path) -> None:
         for arr in arrays.values():
             arr.flush()
         del arrays
-        manifest_path.write_bytes(_manifest_csv(rows))
+        manifest_path.write_bytes(_manifest_csv(rows, factors))
         report = {
             "source": cfg.source,
             "candidates": len(source.names),

@@ -6,6 +6,11 @@ random parts (head shape, skin, hair colour and style, eyes, mouth, clothes, bac
 the canvas wide. One pose (rotation, scale, shift) maps face space to pixels for every part, and
 drawing happens on a supersampled canvas that is shrunk with INTER_AREA for clean edges.
 
+Each face also has a render style (`RenderStyle`): shading, outlines, eye highlights and hair
+detail, drawn from a random stream of its own, independent of who the face is (hair, colours,
+shapes, pose). The rough recipe erases the style, so the style is what a style code or a
+reference picture must carry; `write_faces_zip` records each face's levels in `styles.csv`.
+
 Random draws never depend on `size`, so one (seed, index) is the same face at every resolution.
 """
 
@@ -16,6 +21,7 @@ import functools
 import logging
 import math
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -26,6 +32,7 @@ from tqdm import tqdm
 
 from spade.files import ZIP_DATE, atomic_path
 from spade.parallel import ordered_map
+from spade.style_labels import LABELS_NAME, labels_csv
 
 log = logging.getLogger(__name__)
 
@@ -36,30 +43,33 @@ _ANCHOR = np.array([0.5, 0.45])  # where the eye-line centre sits on the canvas,
 
 Color = tuple[int, int, int]
 
-SKIN_TONES: tuple[Color, ...] = (
-    (255, 236, 226),
-    (255, 226, 208),
-    (252, 214, 190),
-    (244, 200, 170),
-    (230, 182, 148),
-    (208, 158, 120),
-    (182, 130, 96),
-)
-HAIR_COLORS: tuple[Color, ...] = (
-    (38, 34, 44),  # black
-    (84, 56, 44),  # dark brown
-    (142, 96, 60),  # brown
-    (238, 206, 124),  # blonde
-    (188, 52, 46),  # red
-    (232, 124, 52),  # orange
-    (246, 150, 188),  # pink
-    (66, 104, 206),  # blue
-    (132, 192, 242),  # light blue
-    (196, 202, 214),  # silver
-    (74, 156, 96),  # green
-    (50, 150, 160),  # teal
-    (138, 90, 190),  # purple
-)
+# The demo's named colours: drawn by name here, offered by name in the studio's palette.
+SKIN_TONES: dict[str, Color] = {
+    "porcelain": (255, 236, 226),
+    "fair": (255, 226, 208),
+    "light": (252, 214, 190),
+    "beige": (244, 200, 170),
+    "tan": (230, 182, 148),
+    "brown": (208, 158, 120),
+    "deep": (182, 130, 96),
+}
+HAIR_COLORS: dict[str, Color] = {
+    "black": (38, 34, 44),
+    "dark brown": (84, 56, 44),
+    "brown": (142, 96, 60),
+    "blonde": (238, 206, 124),
+    "red": (188, 52, 46),
+    "orange": (232, 124, 52),
+    "pink": (246, 150, 188),
+    "blue": (66, 104, 206),
+    "light blue": (132, 192, 242),
+    "silver": (196, 202, 214),
+    "green": (74, 156, 96),
+    "teal": (50, 150, 160),
+    "purple": (138, 90, 190),
+}
+SCLERA: Color = (250, 250, 252)
+MOUTH, TONGUE = (150, 48, 60), (226, 110, 120)
 
 
 # --------------------------------------------------------------------------- geometry helpers
@@ -130,11 +140,11 @@ def _color(values) -> Color:
     return r, g, b
 
 
-def _hsv(h: float, s: float, v: float) -> Color:
+def hsv(h: float, s: float, v: float) -> Color:
     return _color(255 * c for c in colorsys.hsv_to_rgb(h % 1.0, s, v))
 
 
-def _mix(a: Color, b: Color, t: float) -> Color:
+def mix(a: Color, b: Color, t: float) -> Color:
     """Blend a → b by t (0 = a, 1 = b)."""
     return _color(x + (y - x) * t for x, y in zip(a, b, strict=True))
 
@@ -151,14 +161,72 @@ WHITE: Color = (255, 255, 255)
 INK: Color = (32, 22, 28)
 
 
+# --------------------------------------------------------------------------- render style
+
+# Each factor's levels, in label order. The rough recipe erases all of them.
+STYLE_FACTORS: dict[str, tuple[str, ...]] = {
+    "shading": ("flat", "hatched", "tone"),  # skin and clothes: none; lines; dots, in the shadow
+    "eyes": ("matte", "sparkle"),  # irises: plain; dotted with white highlights
+    "hair": ("plain", "strands"),  # flat hair; strand lines
+    "background": ("plain", "dotted"),  # the backdrop: its gradient alone; with screentone
+}
+
+
+@dataclass(frozen=True)
+class RenderStyle:
+    """How a face is drawn, apart from who she is: one level index per factor."""
+
+    shading: int = 0
+    eyes: int = 0
+    hair: int = 0
+    background: int = 0
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> RenderStyle:
+        return cls(*(int(rng.integers(len(levels))) for levels in STYLE_FACTORS.values()))
+
+    def labels(self) -> dict[str, str]:
+        """{'shading': 'cel', …}: the level names."""
+        return {f: levels[getattr(self, f)] for f, levels in STYLE_FACTORS.items()}
+
+    def is_(self, factor: str, level: str) -> bool:
+        return STYLE_FACTORS[factor][getattr(self, factor)] == level
+
+
+_STYLE_STREAM = 1  # the style's RNG is default_rng([seed, index, _STYLE_STREAM])
+# Shading keeps each part's most common colour, and stays within the rough recipe's colour
+# radius of it, so mean shift gives the same blob colour in every style; contours are thin
+# enough for the first median blur to remove.
+_LIGHT = np.array([0.8, 0.6])  # face-space direction the light travels: from the top left
+# Textures are drawn on the output pixel grid, one pixel wide and _PERIOD apart: the first median
+# blur (3×3) removes every one of them, as no 3×3 window holds more than 3 or 4 of their pixels
+# (the parts they cover never overlap). Screentone dots, hatching rows, strand columns.
+_PERIOD = 3
+_SHADE_ALPHA, _STRAND_ALPHA, _BACKDROP_ALPHA = 1.0, 1.0, 0.6
+_CONTOUR_WIDTH = 0.004  # face-space units (1 unit = the image side)
+
+
+def face_style(seed: int, index: int) -> RenderStyle:
+    """The render style of face (seed, index): its own stream, so identity never depends on it."""
+    return RenderStyle.draw(np.random.default_rng([seed, index, _STYLE_STREAM]))
+
+
 # --------------------------------------------------------------------------- drawing
 
 
 class _Pen:
     """Draws face-space shapes onto the supersampled canvas through one pose transform."""
 
-    def __init__(self, img: np.ndarray, angle: float, scale: float, shift: np.ndarray) -> None:
-        self.img = img
+    def __init__(
+        self,
+        img: np.ndarray,
+        angle: float,
+        scale: float,
+        shift: np.ndarray,
+        style: RenderStyle,
+        k: int,
+    ) -> None:
+        self.img, self.style, self.k = img, style, k  # k: canvas pixels per output pixel
         side = img.shape[0]
         c, s = math.cos(angle), math.sin(angle)
         self._matrix = np.array([[c, -s], [s, c]]) * scale * side * (1 << _SHIFT)
@@ -176,10 +244,42 @@ class _Pen:
         pts = [self._fixed(points)]
         cv2.polylines(self.img, pts, closed, color, thickness, cv2.LINE_AA, _SHIFT)
 
+    def contour(self, points: np.ndarray, color: Color) -> None:
+        """A closed shape's thin outline (every style has it: bolder lines would survive the
+        rough recipe, moving the blobs' edges)."""
+        self.line(points, color, _CONTOUR_WIDTH, closed=True)
+
+    def shade(self, points: np.ndarray) -> None:
+        """Shade a part of skin or clothes just filled: nothing (flat), or, over its half away
+        from the light, rows of hatching (hatched) or screentone dots (tone)."""
+        if self.style.is_("shading", "flat"):
+            return
+        along = points @ _LIGHT
+        texture = self._rows if self.style.is_("shading", "hatched") else self._dots
+        far_half = _beyond((along.min() + along.max()) / 2)
+        self.blend(far_half, INK, _SHADE_ALPHA, clip=points, pattern=texture)
+
+    def strands(self, points: np.ndarray, color: Color) -> None:
+        """Hair strands over a part of the hair, in the `strands` style."""
+        if self.style.is_("hair", "strands"):
+            self.blend(points, _shade(color, 0.4), _STRAND_ALPHA, pattern=self._columns)
+
+    def sparkle(self, points: np.ndarray) -> None:
+        """White highlight dots in an iris, in the `sparkle` style."""
+        if self.style.is_("eyes", "sparkle"):
+            self.blend(points, WHITE, 1.0, pattern=self._dots, inset=False)
+
     def blend(
-        self, points: np.ndarray, color: Color, alpha: float, clip: np.ndarray | None = None
+        self,
+        points: np.ndarray,
+        color: Color,
+        alpha: float,
+        clip: np.ndarray | None = None,
+        pattern: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        inset: bool = True,
     ) -> None:
-        """Fill translucently (blush, shadows), optionally only inside the polygon `clip`.
+        """Fill translucently (blush, shadows), optionally only inside the polygon `clip`, and
+        with `pattern(x, y)` (canvas pixel coordinates → opacity 0…1) as a texture.
 
         Works on the shape's bounding box only, with an anti-aliased coverage mask.
         """
@@ -197,8 +297,36 @@ class _Pen:
             cv2.fillPoly(inside, [self._fixed(clip) - origin], 255, cv2.LINE_AA, _SHIFT)
             cover = cv2.multiply(cover, inside, scale=1 / 255)
         roi = self.img[y0:y1, x0:x1]
+        if pattern is not None:
+            if inset:  # an output pixel inside the part's edges: they stay clean
+                cover = cv2.erode(cover, np.ones((2 * self.k + 1,) * 2, np.uint8))
+            yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+            cover = cover * pattern(xx, yy)
         a = cover[..., None] * np.float32(alpha / 255)
         roi[:] = roi + (np.array(color, np.float32) - roi) * a + np.float32(0.5)
+
+    def _grid(self, xx: np.ndarray, yy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Canvas pixel coordinates → (column, row) of the output pixel they shrink into, modulo
+        _PERIOD. Columns count from the nearer side edge, so a mirrored face (training flips
+        faces) has its texture in the same place."""
+        ox, oy = xx.astype(np.int32) // self.k, yy.astype(np.int32) // self.k
+        side = self.img.shape[1] // self.k
+        return np.minimum(ox, side - 1 - ox) % _PERIOD, oy % _PERIOD
+
+    def _dots(self, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+        """Screentone: two output pixels in nine, apart."""
+        column, row = self._grid(xx, yy)
+        return (((column == 0) & (row == 0)) | ((column == 1) & (row == 2))).astype(np.float32)
+
+    def _columns(self, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+        """Strand lines: one column of output pixels in three."""
+        column, _ = self._grid(xx, yy)
+        return (column == 0).astype(np.float32)
+
+    def _rows(self, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+        """Hatching: one row of output pixels in three."""
+        _, row = self._grid(xx, yy)
+        return (row == 0).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- face parts
@@ -223,28 +351,28 @@ class _Palette:
 
     @property
     def skin_shadow(self) -> Color:
-        return _mix(self.skin, (196, 110, 110), 0.22)
+        return mix(self.skin, (196, 110, 110), 0.22)
 
     @property
     def hair_dark(self) -> Color:
-        return _mix(self.hair, (20, 10, 30), 0.45)
+        return mix(self.hair, (20, 10, 30), 0.45)
 
     @property
     def hair_light(self) -> Color:
-        return _mix(self.hair, WHITE, 0.45)
+        return mix(self.hair, WHITE, 0.45)
 
 
 def _random_palette(rng: np.random.Generator) -> _Palette:
-    skin = _jitter(rng, SKIN_TONES[rng.integers(len(SKIN_TONES))], 6)
-    hair = _jitter(rng, HAIR_COLORS[rng.integers(len(HAIR_COLORS))], 18)
-    iris = _hsv(rng.random(), rng.uniform(0.45, 0.9), rng.uniform(0.55, 0.95))
-    shirt = _hsv(rng.random(), rng.uniform(0.15, 0.8), rng.uniform(0.25, 0.95))
-    collar = WHITE if rng.random() < 0.5 else _hsv(rng.random(), rng.uniform(0.3, 0.9), 0.5)
-    top = _hsv(rng.random(), rng.uniform(0.05, 0.55), rng.uniform(0.55, 1.0))
+    skin = _jitter(rng, list(SKIN_TONES.values())[rng.integers(len(SKIN_TONES))], 6)
+    hair = _jitter(rng, list(HAIR_COLORS.values())[rng.integers(len(HAIR_COLORS))], 18)
+    iris = hsv(rng.random(), rng.uniform(0.45, 0.9), rng.uniform(0.55, 0.95))
+    shirt = hsv(rng.random(), rng.uniform(0.15, 0.8), rng.uniform(0.25, 0.95))
+    collar = WHITE if rng.random() < 0.5 else hsv(rng.random(), rng.uniform(0.3, 0.9), 0.5)
+    top = hsv(rng.random(), rng.uniform(0.05, 0.55), rng.uniform(0.55, 1.0))
     if rng.random() < 0.5:
         bottom = top
     else:
-        bottom = _hsv(rng.random(), rng.uniform(0.05, 0.55), rng.uniform(0.45, 1.0))
+        bottom = hsv(rng.random(), rng.uniform(0.05, 0.55), rng.uniform(0.45, 1.0))
     return _Palette(skin, hair, iris, shirt, collar, (top, bottom))
 
 
@@ -302,8 +430,10 @@ def _back_hair(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette) -> 
         rng.integers(4, 8),
     )
     outline = np.concatenate([crown, right[1:], bottom[1:], _mirror(right[::-1])[1:-1]])
-    pen.fill(outline, pal.hair_dark if rng.random() < 0.5 else _shade(pal.hair, 0.85))
-    pen.line(outline, _shade(pal.hair_dark, 0.7), 0.004, closed=True)
+    color = pal.hair_dark if rng.random() < 0.5 else _shade(pal.hair, 0.85)
+    pen.fill(outline, color)
+    pen.strands(outline, color)
+    pen.contour(outline, _shade(pal.hair_dark, 0.7))
 
 
 def _neck_and_shirt(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette) -> None:
@@ -326,6 +456,7 @@ def _neck_and_shirt(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette
     neckline = _bezier((-open_w, y_sh), (0.0, y_sh + 2 * dip), (open_w, y_sh), 12)
     body = np.concatenate([neckline, right[1:], [[0.56, 0.9], [-0.56, 0.9]], _mirror(right[::-1])])
     pen.fill(body, pal.shirt)
+    pen.shade(body)
     kind = rng.integers(3)
     if kind == 1:  # collar flaps
         for side in (-1.0, 1.0):
@@ -333,16 +464,27 @@ def _neck_and_shirt(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette
                 [[open_w, y_sh - 0.01], [0.02, y_sh + dip + 0.02], [open_w + 0.1, y_sh + 0.07]]
             )
             pen.fill(flap * [side, 1.0], pal.collar)
-            pen.line(flap * [side, 1.0], _shade(pal.shirt, 0.6), 0.004, closed=True)
+            pen.contour(flap * [side, 1.0], _shade(pal.shirt, 0.6))
     elif kind == 2:  # contrasting band along the neckline
         pen.line(neckline, pal.collar, 0.022)
-    pen.line(body, _shade(pal.shirt, 0.6), 0.004, closed=True)
+    pen.contour(body, _shade(pal.shirt, 0.6))
+
+
+_CANVAS = np.array([[-2.0, -2.0], [2.0, -2.0], [2.0, 2.0], [-2.0, 2.0]])  # all of it, in face space
+
+
+def _beyond(cut: float) -> np.ndarray:
+    """A big quad covering the face-space points p with p · _LIGHT > cut (the shadow side)."""
+    across = np.array([-_LIGHT[1], _LIGHT[0]])
+    corners = ((-2.0, 0.0), (2.0, 0.0), (2.0, 2.0), (-2.0, 2.0))  # (across, along)
+    return np.array([(cut + b) * _LIGHT + a * across for a, b in corners])
 
 
 def _face(pen: _Pen, h: _Head, pal: _Palette) -> None:
     outline = _face_outline(h)
     pen.fill(outline, pal.skin)
-    pen.line(outline, _mix(pal.skin, INK, 0.45), 0.004, closed=True)
+    pen.shade(outline)
+    pen.contour(outline, mix(pal.skin, INK, 0.45))
 
 
 class _EyeShape(NamedTuple):
@@ -351,34 +493,31 @@ class _EyeShape(NamedTuple):
     rx: float
     ry: float
     light: float  # ±1: the side the highlights sit on, the same in both eyes
-    second_glint: bool
 
 
 def _eye(pen: _Pen, pal: _Palette, geo: _EyeShape, side: float) -> None:
     """One eye; geometry is built for the right eye (outer corner at +x) and mirrored by `side`."""
-    cx, cy, rx, ry, light, second_glint = geo
+    cx, cy, rx, ry, light = geo
     at = np.array([cx * side, cy])
 
     def put(points: np.ndarray) -> np.ndarray:
         return points * [side, 1.0] + at
 
-    pen.fill(put(_arc(0, 0, rx, ry, 0, 360, 40)), (250, 250, 252))
+    pen.fill(put(_arc(0, 0, rx, ry, 0, 360, 40)), SCLERA)
     icx, icy, irx, iry = -0.04 * rx, 0.06 * ry, 0.64 * rx, 0.92 * ry
     pen.fill(put(_arc(icx, icy, irx, iry, 0, 360, 40)), _shade(pal.iris, 0.55))
     pen.fill(put(_arc(icx, icy + 0.22 * iry, 0.82 * irx, 0.7 * iry, 0, 360, 32)), pal.iris)
     pen.fill(put(_arc(icx, icy - 0.05 * iry, 0.4 * irx, 0.5 * iry, 0, 360)), _shade(pal.iris, 0.25))
     glint = (cx + icx) * side + light * 0.3 * irx, cy + icy - 0.38 * iry
-    hr = 0.34 * irx
+    hr = 0.34 * irx  # every eye has its glint; sparkling ones have more
     pen.fill(_arc(glint[0], glint[1], hr, hr * 1.1, 0, 360, 20), WHITE)
-    if second_glint:
-        small = (cx + icx) * side - light * 0.35 * irx, cy + icy + 0.45 * iry
-        pen.fill(_arc(small[0], small[1], hr * 0.45, hr * 0.45, 0, 360, 12), WHITE)
+    pen.sparkle(put(_arc(icx, icy, irx, iry, 0, 360, 40)))
 
     lash_low = _arc(0, 0, rx, ry, 195, 345, 24)
     lash_high = _arc(0.08 * rx, 0.05 * ry, rx * 1.12, ry * 1.3, 345, 195, 24)
     pen.fill(put(np.concatenate([lash_low, lash_high])), INK)
     lower = _arc(0, 0, rx, ry, 20, 75, 12)
-    pen.fill(put(_stroke(lower, _taper(12, 0.006))), _mix(INK, pal.skin, 0.3))
+    pen.fill(put(_stroke(lower, _taper(12, 0.006))), mix(INK, pal.skin, 0.3))
 
 
 def _brow(
@@ -393,30 +532,30 @@ def _features(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette) -> N
     rx = h.half_width * rng.uniform(0.27, 0.33)
     ry = rx * rng.uniform(0.95, 1.2)
     cx, cy = h.half_width * rng.uniform(0.42, 0.48), rng.uniform(0.0, 0.03)
-    geo = _EyeShape(cx, cy, rx, ry, 1.0 if rng.random() < 0.5 else -1.0, rng.random() < 0.7)
+    geo = _EyeShape(cx, cy, rx, ry, 1.0 if rng.random() < 0.5 else -1.0)
     brow_y = cy - ry * 1.3 - rng.uniform(0.025, 0.05)
-    brow_color = _mix(pal.hair, INK, 0.5)
+    brow_color = mix(pal.hair, INK, 0.5)
     lift = rng.uniform(0.0, 0.025)
     for side in (-1.0, 1.0):
         _eye(pen, pal, geo, side)
         _brow(pen, cx, brow_y, rx, lift, brow_color, side)
 
-    line = _mix(pal.skin, INK, 0.5)
+    line = mix(pal.skin, INK, 0.5)
     nose_y = h.chin * rng.uniform(0.38, 0.46)
     pen.fill(
         _stroke(
             _bezier((0.004, nose_y - 0.02), (0.012, nose_y), (0.0, nose_y + 0.01), 8),
             _taper(8, 0.007),
         ),
-        _mix(pal.skin, INK, 0.3),
+        mix(pal.skin, INK, 0.3),
     )
     mouth_y = h.chin * rng.uniform(0.64, 0.72)
     mw = h.half_width * rng.uniform(0.12, 0.22)
     if rng.random() < 0.35:  # open mouth
         top = _bezier((-mw, mouth_y), (0.0, mouth_y + 0.005), (mw, mouth_y), 10)
         low = _bezier((mw, mouth_y), (0.0, mouth_y + rng.uniform(0.04, 0.07)), (-mw, mouth_y), 12)
-        pen.fill(np.concatenate([top, low[1:-1]]), (150, 48, 60))
-        pen.fill(_arc(0, mouth_y + 0.028, mw * 0.55, 0.012, 180, 360, 12), (226, 110, 120))
+        pen.fill(np.concatenate([top, low[1:-1]]), MOUTH)
+        pen.fill(_arc(0, mouth_y + 0.028, mw * 0.55, 0.012, 180, 360, 12), TONGUE)
     else:
         curve = rng.uniform(-0.004, 0.018)
         smile = _bezier((-mw, mouth_y), (0.0, mouth_y + curve), (mw, mouth_y), 12)
@@ -443,7 +582,8 @@ def _side_locks(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette) ->
         inner = _bezier((w, length), (w - width, length * 0.3), (top[0] - width, top[1]), 12)
         lock = np.concatenate([outer, inner[1:]]) * [side, 1.0]
         pen.fill(lock, pal.hair)
-        pen.line(lock, pal.hair_dark, 0.004, closed=True)
+        pen.strands(lock, pal.hair)
+        pen.contour(lock, pal.hair_dark)
 
 
 def _bangs(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette) -> None:
@@ -475,16 +615,9 @@ def _bangs(pen: _Pen, rng: np.random.Generator, h: _Head, pal: _Palette) -> None
     corners = [[-side_x, top], [side_x, top]]
     pen.blend(np.concatenate([shadow, corners]), pal.skin_shadow, 0.7, clip=face)
     pen.fill(cap, pal.hair)
+    pen.strands(cap, pal.hair)
 
-    shine = _arc(0.0, 0.0, rx * 0.72, ry * 0.8, 228, 312, 20)
-    for a, b in zip(shine[:-1:3], shine[1::3], strict=False):
-        pen.line(np.array([a, b]), pal.hair_light, 0.018)
-    for x, y in valleys[1:-1]:  # strand lines rising from the valleys, kept inside the cap
-        end_x = 0.8 * x
-        end_y = max(y - 0.09, -ry * math.sqrt(max(0.0, 1 - (end_x / rx) ** 2)) + 0.03)
-        strand = _bezier((x, y), (x, (y + end_y) / 2), (end_x, end_y), 8)
-        pen.fill(_stroke(strand, _taper(8, 0.006)), pal.hair_dark)
-    pen.line(cap, pal.hair_dark, 0.004, closed=True)
+    pen.contour(cap, pal.hair_dark)
 
 
 # --------------------------------------------------------------------------- public API
@@ -495,14 +628,16 @@ def _supersample(size: int) -> int:
     return max(2, -(-_MIN_CANVAS // size))
 
 
-def render_face(seed: int, index: int, size: int) -> np.ndarray:
+def render_face(seed: int, index: int, size: int, style: RenderStyle | None = None) -> np.ndarray:
     """RGB uint8 array of shape (size, size, 3). Deterministic in (seed, index, size);
     each index uses its own RNG, np.random.default_rng([seed, index]), so image i does not
-    depend on how many images are drawn."""
+    depend on how many images are drawn. `style` overrides the face's own (`face_style`): the
+    same person drawn in another style."""
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError(f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
     rng = np.random.default_rng([seed, index])
-    side = size * _supersample(size)
+    k = _supersample(size)
+    side = size * k
     img = np.empty((side, side, 3), np.uint8)
     pal = _random_palette(rng)
     half_width = rng.uniform(0.22, 0.26)
@@ -513,9 +648,12 @@ def render_face(seed: int, index: int, size: int) -> np.ndarray:
         jaw_power=rng.uniform(1.15, 1.9),
     )
     angle = math.radians(rng.uniform(-8.0, 8.0))
-    pen = _Pen(img, angle, rng.uniform(0.9, 1.1), rng.uniform(-0.03, 0.03, size=2))
+    style = face_style(seed, index) if style is None else style
+    pen = _Pen(img, angle, rng.uniform(0.9, 1.1), rng.uniform(-0.03, 0.03, size=2), style, k)
 
     _background(img, pal.background)
+    if style.is_("background", "dotted"):
+        pen.blend(_CANVAS, INK, _BACKDROP_ALPHA, pattern=pen._dots)
     _back_hair(pen, rng, head, pal)
     _neck_and_shirt(pen, rng, head, pal)
     _face(pen, head, pal)
@@ -538,10 +676,19 @@ def face_pngs(seed: int, indices: range, size: int) -> list[bytes]:
     return pngs
 
 
+def _zip_entry(name: str) -> zipfile.ZipInfo:
+    """A stored entry with fixed date and attributes: the same bytes everywhere."""
+    info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+    info.compress_type = zipfile.ZIP_STORED
+    info.create_system = 3  # unix, so external_attr means the same everywhere
+    info.external_attr = 0o644 << 16
+    return info
+
+
 def write_faces_zip(path: Path, count: int, size: int, seed: int, n_jobs: int = 1) -> None:
     """Write `count` faces as PNG files named f"{i:06d}.png" into a zip at `path`, drawn on
-    `n_jobs` processes, byte for byte deterministic: stored (not deflated), fixed dates and
-    attributes, atomic."""
+    `n_jobs` processes, and their render styles as `styles.csv` (`spade.style_labels`); byte
+    for byte deterministic (stored, not deflated; fixed dates and attributes), atomic."""
     path = Path(path)
     chunks = [range(a, min(a + 64, count)) for a in range(0, count, 64)]
     pngs = ordered_map(functools.partial(face_pngs, seed, size=size), chunks, n_jobs)
@@ -552,10 +699,8 @@ def write_faces_zip(path: Path, count: int, size: int, seed: int, n_jobs: int = 
     ):
         for indices, chunk in zip(chunks, pngs, strict=True):
             for i, png in zip(indices, chunk, strict=True):
-                info = zipfile.ZipInfo(f"{i:06d}.png", date_time=ZIP_DATE)
-                info.compress_type = zipfile.ZIP_STORED
-                info.create_system = 3  # unix, so external_attr means the same everywhere
-                info.external_attr = 0o644 << 16
-                zf.writestr(info, png)
+                zf.writestr(_zip_entry(f"{i:06d}.png"), png)
             bar.update(len(indices))
+        styles = ((f"{i:06d}.png", face_style(seed, i).labels()) for i in range(count))
+        zf.writestr(_zip_entry(LABELS_NAME), labels_csv(list(STYLE_FACTORS), styles))
     log.info("wrote %d synthetic faces (%d px, seed %d) to %s", count, size, seed, path)

@@ -14,7 +14,7 @@ def keys_of(model) -> set[str]:
     return set(type(model).model_fields)
 
 
-@pytest.mark.parametrize("params", ["params.yaml", "presets/demo.yaml", "presets/full.yaml"])
+@pytest.mark.parametrize("params", ["params.yaml", "presets/full.yaml"])
 def test_shipped_params_are_valid_and_complete(params):
     raw = yaml.safe_load((ROOT / params).read_text())
     parsed = load_params(ROOT / params)
@@ -27,10 +27,20 @@ def test_shipped_params_are_valid_and_complete(params):
                 assert set(value) == keys_of(getattr(section, key)), f"{name}.{key} incomplete"
 
 
-def test_params_yaml_is_the_demo_preset():
-    assert yaml.safe_load((ROOT / "params.yaml").read_text()) == yaml.safe_load(
-        (ROOT / "presets/demo.yaml").read_text()
-    )
+def test_the_defaults_are_the_full_preset():
+    """One source for each default: config.py; presets/full.yaml writes them all out."""
+    assert load_params(ROOT / "presets/full.yaml") == Params()
+
+
+@pytest.mark.parametrize(
+    ("base", "overlay"),
+    [("presets/full.yaml", "presets/rehearsal.yaml"), ("params.yaml", "presets/tiny.yaml")],
+)
+def test_overlays_name_only_known_keys_and_give_legal_params(base, overlay):
+    from devtools.scratch import preset
+
+    params = parse_params(preset(base, overlay), overlay)
+    assert params != load_params(ROOT / base)
 
 
 def test_full_preset_is_the_seed_setup():
@@ -90,7 +100,9 @@ def test_unknown_key_lists_legal_keys():
 
 
 def test_misspelt_section_is_refused_by_name():
-    fails({"trian": {"epochs": 3}}, "unknown section 'trian'; legal sections: demo, evaluate")
+    fails(
+        {"trian": {"epochs": 3}}, "unknown section 'trian'; legal sections: demo, distill, evaluate"
+    )
 
 
 @pytest.mark.parametrize("value", ["", None, 5])
@@ -160,3 +172,49 @@ def test_every_stage_checks_the_whole_file_before_any_work(stage, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "train.lr_g = 'fast' is not legal" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing was done
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("1: 2", "the key 1 in the top level is not a name"),
+        ("true:", "the key True in the top level is not a name"),
+        ("null:", "the key None in the top level is not a name"),
+        ("train: {arch: {5: 1}}", "the key 5 in train.arch is not a name"),
+    ],
+)
+def test_keys_that_are_not_names_are_one_line(text, fragment):
+    fails(yaml.safe_load(text), fragment)
+
+
+def test_a_yaml_alias_bomb_gives_a_short_message(tmp_path):
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for i, name in enumerate("bcdef"):
+        prev = "abcdef"[i]
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(levels[:-1]) + "\ntrain: {epochs: [*e, *e, *e]}\n")  # ~10⁶ leaves
+    with pytest.raises(UserError) as e:
+        load_params(path)
+    assert "train.epochs = [" in str(e.value) and len(str(e.value)) < 400
+
+
+def test_rules_between_fields_name_the_file_that_was_checked(tmp_path):
+    path = tmp_path / "presets-x.yaml"
+    path.write_text("train: {epochs: 2, decay_epochs: 3}\n")
+    with pytest.raises(UserError, match=r"^presets-x.yaml: train.decay_epochs = 3 exceeds"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("address", ["garbage", "inproc://x", "tcp://", "10.0.0.5"])
+def test_scheduler_must_be_an_address(address):
+    fails({"roughen": {"scheduler": address}}, "roughen.scheduler = ")
+
+
+@pytest.mark.parametrize("address", ["", "tcp://10.0.0.5:8786", "localhost:8786", "tls://[::1]:1"])
+def test_scheduler_addresses_dask_accepts(address):
+    assert parse_params({"roughen": {"scheduler": address}}).roughen.scheduler == address
+
+
+def test_processes_are_bounded():
+    fails({"train": {"nproc": 10**9}}, "train.nproc = 1000000000 is not legal")

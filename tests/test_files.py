@@ -1,12 +1,15 @@
 """Atomic writes: a failure (an exception, a full disk) leaves the previous files and no temps."""
 
 import errno
+import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from spade.files import atomic_path, atomic_paths, npz_bytes, write_json
+from spade.errors import UserError
+from spade.files import atomic_path, atomic_paths, npz_bytes, write_bytes, write_json
 
 
 def test_success_replaces_every_target(tmp_path):
@@ -25,9 +28,51 @@ def test_failure_keeps_all_previous_files(tmp_path):
     b.write_text("old b")
     with pytest.raises(OSError), atomic_paths([a, b]) as (ta, _):
         ta.write_text("new a")
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(errno.EIO, "Input/output error")
     assert (a.read_text(), b.read_text()) == ("old a", "old b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_space(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"good")
+    real_write = Path.write_bytes
+
+    def full(self, data):
+        real_write(self, data[:3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(UserError) as e:
+        write_bytes(path, b"x" * 3 * 2**20)
+    message = str(e.value)
+    assert str(path) in message and "they need 3.0 MiB" in message and "free" in message
+    assert "\n" not in message
+    monkeypatch.undo()
+    assert path.read_bytes() == b"good"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "faces.zip"
+    killed = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(killed.stdout)
+    stale = tmp_path / f".faces.zip.{dead_pid}.abc123.tmp"  # as a SIGKILLed writer leaves it
+    old_format = tmp_path / ".faces.zip.xyz789.tmp"  # from a version without the pid
+    live = tmp_path / f".faces.zip.{os.getpid()}.def456.tmp"  # someone writing right now
+    for p in (stale, old_format, live):
+        p.write_bytes(b"half a zip")
+    write_bytes(target, b"zip")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["faces.zip", live.name])
 
 
 def test_interrupt_keeps_the_previous_file(tmp_path):

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -115,3 +118,40 @@ def test_load_image_array_rejects_other_arrays(tmp_path):
     np.save(tmp_path / "f.npy", np.zeros((2, 3), np.float32))
     with pytest.raises(Exception, match="expected uint8"):
         load_image_array(tmp_path / "f.npy")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "spade", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("kind", ["pickle", "text", "truncated"])
+def test_export_of_a_file_that_is_not_an_image_array_is_one_line(tmp_path, kind):
+    path = tmp_path / "x.npy"
+    if kind == "pickle":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif kind == "text":
+        path.write_text("hello")
+    else:
+        np.save(path, np.zeros((4, 8, 8, 3), np.uint8))
+        path.write_bytes(path.read_bytes()[:200])
+    proc = run_cli("export", str(path), str(tmp_path / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "x.npy" in proc.stderr
+
+
+def test_export_never_overwrites_and_refuses_a_bad_limit(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((3, 8, 8, 3), np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "000001.png").write_bytes(b"mine")
+    proc = run_cli("export", str(tmp_path / "x.npy"), str(out))
+    assert proc.returncode == 2 and "already holds 1 of the files" in proc.stderr
+    assert (out / "000001.png").read_bytes() == b"mine" and len(list(out.iterdir())) == 1
+    (tmp_path / "a_file").write_text("x")
+    proc = run_cli("export", str(tmp_path / "x.npy"), str(tmp_path / "a_file"))
+    assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("export", str(tmp_path / "x.npy"), str(tmp_path / "new"), "--limit", "-1")
+    assert proc.returncode == 2 and "--limit -1" in proc.stderr
+    assert not (tmp_path / "new").exists()

@@ -138,11 +138,11 @@ def test_a_failed_run_leaves_the_previous_outputs(image_folder, tmp_path, monkey
     run_sample(image_folder, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def broken(rows):
+    def broken(*args):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(sample_mod, "_manifest_csv", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="no space left on the disk"):
         run_sample(image_folder, out, seed=1)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
@@ -184,3 +184,44 @@ def test_no_readable_image_suggests_no_illegal_value(tmp_path):
     with pytest.raises(UserError) as e:
         run_sample(tmp_path / "src", tmp_path / "o", n_images=3, test_fraction=0.34)
     assert "at most 0" not in str(e.value) and "point sample.source" in str(e.value)
+
+
+def test_style_labels_travel_into_the_manifest(tmp_path):
+    from spade.style_labels import manifest_styles
+    from spade.synthetic import face_style, write_faces_zip
+
+    archive = tmp_path / "faces.zip"
+    write_faces_zip(archive, count=12, size=32, seed=5)
+    _, test, manifest, report = run_sample(archive, tmp_path / "out")
+    assert len(manifest) == 10 and report["skipped"] == [] and report["candidates"] == 12
+    assert {"style_shading", "style_eyes", "style_hair", "style_background"} <= set(manifest)
+    for row in manifest.itertuples():
+        index = int(row.path.removesuffix(".png"))
+        assert row.style_hair == face_style(5, index).labels()["hair"]
+    styles = manifest_styles(tmp_path / "out/manifest.csv", "test")
+    assert list(styles) == ["shading", "eyes", "hair", "background"]
+    assert len(styles["hair"]) == len(test)
+
+
+def test_a_folder_without_labels_has_no_style_columns(image_folder, tmp_path):
+    from spade.style_labels import manifest_styles
+
+    *_, manifest, _ = run_sample(image_folder, tmp_path / "out")
+    assert not [c for c in manifest if c.startswith("style_")]
+    assert manifest_styles(tmp_path / "out/manifest.csv", "test") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("name,hair\na.png,x\n", "first line must be 'path,<factor>"),
+        ("path\n", "first line must be"),
+        ("path,hair,hair\n", "distinct identifiers"),
+        ("path,hair\na.png\n", "line 2: expected 2 non-empty values"),
+    ],
+)
+def test_broken_labels_are_one_line(image_folder, tmp_path, text, words):
+    (image_folder / "styles.csv").write_text(text)
+    with pytest.raises(UserError, match=words.replace("(", r"\(")) as e:
+        run_sample(image_folder, tmp_path / "out")
+    assert "styles.csv" in str(e.value)

@@ -10,7 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from spade.synthetic import render_face, write_faces_zip
+from spade.config import Recipe
+from spade.roughen import roughen_image
+from spade.style_labels import LABELS_NAME, parse_labels
+from spade.synthetic import STYLE_FACTORS, RenderStyle, face_style, render_face, write_faces_zip
 
 
 def _count_clusters(colors: list[np.ndarray], tol: float) -> int:
@@ -68,9 +71,11 @@ def test_faces_vary() -> None:
 
 
 def test_face_is_the_same_at_every_size() -> None:
-    """The random draws do not depend on size: shrinking a big face gives the small one."""
-    big = cv2.resize(render_face(2, 5, 256), (64, 64), interpolation=cv2.INTER_AREA)
-    assert np.abs(big.astype(int) - render_face(2, 5, 64)).mean() < 6
+    """The random draws do not depend on size: shrinking a big face gives the small one (in the
+    plain style: textures are one pixel at every size)."""
+    plain = RenderStyle()
+    big = cv2.resize(render_face(2, 5, 256, plain), (64, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(big.astype(int) - render_face(2, 5, 64, plain)).mean() < 6
 
 
 def test_zip_is_byte_stable_and_round_trips(tmp_path: Path) -> None:
@@ -82,11 +87,16 @@ def test_zip_is_byte_stable_and_round_trips(tmp_path: Path) -> None:
 
     with zipfile.ZipFile(a) as zf:
         infos = zf.infolist()
-        assert [i.filename for i in infos] == [f"{i:06d}.png" for i in range(5)]
-        for i, info in enumerate(infos):
+        names = [f"{i:06d}.png" for i in range(5)]
+        assert [i.filename for i in infos] == [*names, LABELS_NAME]
+        for info in infos:
             assert info.compress_type == zipfile.ZIP_STORED
             assert info.date_time == (1980, 1, 1, 0, 0, 0)
-            np.testing.assert_array_equal(_decode(zf.read(info)), render_face(3, i, 32))
+        for i, name in enumerate(names):
+            np.testing.assert_array_equal(_decode(zf.read(name)), render_face(3, i, 32))
+        factors, labels = parse_labels(zf.read(LABELS_NAME), "styles.csv")
+        assert factors == list(STYLE_FACTORS)
+        assert labels == {f"{i:06d}.png": face_style(3, i).labels() for i in range(5)}
 
 
 def test_zip_overwrites_atomically_in_place(tmp_path: Path) -> None:
@@ -104,7 +114,7 @@ def test_zip_entries_do_not_depend_on_count(tmp_path: Path) -> None:
     write_faces_zip(small, count=5, size=32, seed=4)
     write_faces_zip(large, count=10, size=32, seed=4)
     with zipfile.ZipFile(small) as zs, zipfile.ZipFile(large) as zl:
-        assert len(zl.namelist()) == 10
+        assert len(zl.namelist()) == 10 + 1  # and the labels
         assert zs.read("000003.png") == zl.read("000003.png")
 
 
@@ -113,3 +123,51 @@ def test_parallel_drawing_gives_the_same_zip(tmp_path):
     write_faces_zip(serial, count=70, size=32, seed=2, n_jobs=1)  # two chunks of 64 and 6
     write_faces_zip(parallel, count=70, size=32, seed=2, n_jobs=2)
     assert serial.read_bytes() == parallel.read_bytes()
+
+
+# --------------------------------------------------------------------------- render styles
+
+DEMO_RECIPE = Recipe(
+    median_before=3, spatial_radius=13, color_radius=52, max_level=1, median_after=5
+)
+
+
+def test_styles_are_drawn_apart_from_identity_and_cover_every_level() -> None:
+    styles = [face_style(0, i) for i in range(400)]
+    for factor, levels in STYLE_FACTORS.items():
+        counts = np.bincount([getattr(s, factor) for s in styles], minlength=len(levels))
+        assert counts.min() > 0.6 * len(styles) / len(levels), (factor, counts)
+    # the same person in another style: her shapes and colours do not move
+    a = render_face(0, 7, 64, RenderStyle())
+    b = render_face(0, 7, 64, RenderStyle(shading=2, eyes=1, hair=1, background=1))
+    assert not np.array_equal(a, b)
+    assert render_face(0, 7, 64).shape == a.shape
+
+
+def test_the_rough_recipe_erases_the_style() -> None:
+    """Two faces that differ only in style give roughs within about 2 levels in 255 on average,
+    while the faces themselves differ several times more (the style is what the rough lacks)."""
+    rng = np.random.default_rng(1)
+    rough_diffs, face_diffs = [], []
+    for i in range(16):
+        a, b = RenderStyle.draw(rng), RenderStyle.draw(rng)
+        fa, fb = render_face(0, i, 64, a), render_face(0, i, 64, b)
+        ra, rb = (roughen_image(f, DEMO_RECIPE).astype(int) for f in (fa, fb))
+        rough_diffs.append(np.abs(ra - rb).mean())
+        face_diffs.append(np.abs(fa.astype(int) - fb.astype(int)).mean())
+    assert np.mean(rough_diffs) < 2.5, np.mean(rough_diffs)
+    assert np.mean(face_diffs) > 2 * np.mean(rough_diffs), (face_diffs, rough_diffs)
+
+
+@pytest.mark.parametrize("factor", list(STYLE_FACTORS))
+def test_each_factor_is_erased_alone(factor) -> None:
+    level = len(STYLE_FACTORS[factor]) - 1
+    styled = RenderStyle(**{factor: level})
+    diffs = [
+        np.abs(
+            roughen_image(render_face(0, i, 64, RenderStyle()), DEMO_RECIPE).astype(int)
+            - roughen_image(render_face(0, i, 64, styled), DEMO_RECIPE).astype(int)
+        ).mean()
+        for i in range(8)
+    ]
+    assert np.mean(diffs) < 2.0, (factor, diffs)

@@ -8,7 +8,6 @@ the colour a rough of that part holds (the recipe's HSV round trip shifts most c
 
 from __future__ import annotations
 
-import colorsys
 from dataclasses import dataclass
 
 import cv2
@@ -16,54 +15,25 @@ import numpy as np
 
 from spade.config import Recipe
 from spade.roughen import roughen_image
-from spade.synthetic import HAIR_COLORS, SKIN_TONES, WHITE, Color
+from spade.synthetic import HAIR_COLORS, MOUTH, SCLERA, SKIN_TONES, TONGUE, WHITE, Color, hsv, mix
 
 _PATCH = 32  # side of the flat patch each colour is roughened on
-
-HAIR_NAMES = (
-    "black",
-    "dark brown",
-    "brown",
-    "blonde",
-    "red",
-    "orange",
-    "pink",
-    "blue",
-    "light blue",
-    "silver",
-    "green",
-    "teal",
-    "purple",
-)
-SKIN_NAMES = ("porcelain", "fair", "light", "beige", "tan", "brown", "deep")
-EYE_WHITE: Color = (250, 250, 252)  # spade.synthetic's sclera
-
-
-def _hsv(h: float, s: float, v: float) -> Color:
-    r, g, b = (round(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
-    return r, g, b
-
-
-def _mix(a: Color, b: Color, t: float) -> Color:
-    r, g, bl = (round(x + (y - x) * t) for x, y in zip(a, b, strict=True))
-    return r, g, bl
-
 
 # Backgrounds, irises and shirts are random hues in spade.synthetic; these are named points of
 # the same ranges (background s 0.05-0.55, v 0.45-1; iris s 0.45-0.9; shirt s 0.15-0.8).
 _BACKGROUNDS = {
-    "sky": _hsv(0.58, 0.35, 0.9),
-    "lilac": _hsv(0.78, 0.35, 0.85),
-    "pink": _hsv(0.88, 0.4, 0.85),
-    "peach": _hsv(0.07, 0.3, 0.95),
-    "sand": _hsv(0.12, 0.25, 0.85),
-    "mint": _hsv(0.42, 0.3, 0.85),
-    "olive": _hsv(0.22, 0.45, 0.7),
-    "slate": _hsv(0.6, 0.25, 0.5),
+    "sky": hsv(0.58, 0.35, 0.9),
+    "lilac": hsv(0.78, 0.35, 0.85),
+    "pink": hsv(0.88, 0.4, 0.85),
+    "peach": hsv(0.07, 0.3, 0.95),
+    "sand": hsv(0.12, 0.25, 0.85),
+    "mint": hsv(0.42, 0.3, 0.85),
+    "olive": hsv(0.22, 0.45, 0.7),
+    "slate": hsv(0.6, 0.25, 0.5),
 }
 # At the demo's size an eye roughens to its iris blended with the white around it.
 _EYES = {
-    name: _mix(_hsv(h, 0.7, 0.75), EYE_WHITE, 0.3)
+    name: mix(hsv(h, 0.7, 0.75), SCLERA, 0.3)
     for name, h in (
         ("blue eyes", 0.6),
         ("green eyes", 0.33),
@@ -73,15 +43,15 @@ _EYES = {
         ("teal eyes", 0.5),
     )
 }
-_EYES["eye white"] = EYE_WHITE
-_MOUTH = {"mouth": (150, 48, 60), "tongue": (226, 110, 120)}
+_EYES["eye white"] = SCLERA
+_MOUTH = {"mouth": MOUTH, "tongue": TONGUE}
 _CLOTHES = {
     "white collar": WHITE,
-    "navy": _hsv(0.63, 0.6, 0.4),
-    "red": _hsv(0.0, 0.7, 0.75),
-    "green": _hsv(0.36, 0.55, 0.55),
-    "yellow": _hsv(0.14, 0.6, 0.9),
-    "grey": _hsv(0.0, 0.15, 0.35),
+    "navy": hsv(0.63, 0.6, 0.4),
+    "red": hsv(0.0, 0.7, 0.75),
+    "green": hsv(0.36, 0.55, 0.55),
+    "yellow": hsv(0.14, 0.6, 0.9),
+    "grey": hsv(0.0, 0.15, 0.35),
 }
 
 
@@ -102,8 +72,8 @@ class NamedColour:
 def _source_colours() -> list[tuple[str, str, Color]]:
     """(group, name, drawing colour) before roughening, in the order the page shows them."""
     out = [("background", n, c) for n, c in _BACKGROUNDS.items()]
-    out += [("hair", n, c) for n, c in zip(HAIR_NAMES, HAIR_COLORS, strict=True)]
-    out += [("skin", n, c) for n, c in zip(SKIN_NAMES, SKIN_TONES, strict=True)]
+    out += [("hair", n, c) for n, c in HAIR_COLORS.items()]
+    out += [("skin", n, c) for n, c in SKIN_TONES.items()]
     out += [("eyes", n, c) for n, c in _EYES.items()]
     out += [("mouth", n, c) for n, c in _MOUTH.items()]
     out += [("clothes", n, c) for n, c in _CLOTHES.items()]
