@@ -27,7 +27,7 @@ import torch
 
 from spade.config import Recipe
 from spade.roughen import roughen_image
-from spade.roughen_torch import roughen_torch
+from spade.roughen.torch_engine import roughen_torch
 from spade.synthetic import render_face
 
 log = logging.getLogger("bench.roughen_torch")

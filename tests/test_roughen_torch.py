@@ -1,4 +1,4 @@
-"""spade.roughen_torch is bit-exact with OpenCV: every step on its own and the whole recipe.
+"""spade.roughen.torch_engine is bit-exact with OpenCV: every step on its own and the whole recipe.
 
 cv2 is the oracle everywhere: zero differing bytes in every case. Cases follow the note on what
 OpenCV computes (borders, the coarse-to-fine mask, the colour threshold, division ties, hue not
@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from spade import roughen_torch as rt
 from spade.config import Recipe
 from spade.roughen import roughen_image
+from spade.roughen import torch_engine as rt
 from spade.synthetic import render_face
 
 SEED = Recipe(median_before=9, spatial_radius=52, color_radius=52, max_level=1, median_after=15)
@@ -396,13 +396,13 @@ def test_kernel_ptx_is_exact_float_code():
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from spade import roughen_triton
+    from spade.roughen import triton_kernels
 
     signature = {"src_ptr": "*i32", "pix_ptr": "*i32", "out_ptr": "*i32", "n_pix": "i32"}
     signature |= {"H": "i32", "W": "i32", "sp": "fp32", "isr2": "i32"}
     signature |= dict.fromkeys(("MAX_ITER", "EPS", "BIG", "BLOCK"), "constexpr")
     constexprs = {"MAX_ITER": 5, "EPS": 1, "BIG": 1 << 30, "BLOCK": 128}
-    src = ASTSource(roughen_triton._mean_shift_kernel, signature, constexprs)
+    src = ASTSource(triton_kernels._mean_shift_kernel, signature, constexprs)
     options = {"num_warps": 4, "enable_fp_fusion": False}
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
     assert "div.rn.f64" in ptx
@@ -430,10 +430,10 @@ def test_kernels_interpreted():
 
 @pytest.fixture
 def interpreted():
-    """spade.roughen_triton, interpreted (this process runs under TRITON_INTERPRET=1)."""
-    from spade import roughen_triton
+    """spade.roughen.triton_kernels, interpreted (this process runs under TRITON_INTERPRET=1)."""
+    from spade.roughen import triton_kernels
 
-    return roughen_triton
+    return triton_kernels
 
 
 @interpreted_only

@@ -23,7 +23,7 @@ So peak device memory is O(chunk_pixels): ~250 MiB (Triton) to ~500 MiB (plain t
 default, plus the allocator's slack; the bench reports measured peaks.
 
 On CUDA with Triton available, the two hot loops (the per-pixel mean shift and the median
-order statistic) run as Triton kernels (`spade.roughen_triton`); everywhere else, and as the
+order statistic) run as Triton kernels (`spade.roughen.triton_kernels`); everywhere else, and as the
 reference, the plain-torch functions below run.
 """
 
@@ -454,7 +454,7 @@ def roughen_hsv(
     if triton is None:
         triton = _use_triton(rgb.device)
     if triton:
-        from spade import roughen_triton as kernels
+        from spade.roughen import triton_kernels as kernels
 
         median = kernels.median_blur
         shift = functools.partial(kernels.mean_shift_pixels, max_iter=MAX_ITER, eps=EPS)

@@ -9,7 +9,7 @@ Engines, all byte-identical (so the engine is a speed knob, not a stage dependen
 - `opencv`: those calls in a local process pool (joblib), one OpenCV thread per process;
 - `opencv` on a Dask cluster (`scheduler`), through joblib's Dask backend: workers get image
   batches and return roughs, this process keeps the cache and writes the outputs;
-- `torch`: `spade.roughen_torch`, the same algorithm batched on a GPU.
+- `torch`: `spade.roughen.torch_engine`, the same algorithm batched on a GPU.
 `auto` picks `torch` when CUDA is present (a GPU roughens 256 px images far faster than a
 machine's CPU cores; on a CPU the torch port is 5-9x slower than OpenCV), else `opencv`.
 """
@@ -151,7 +151,7 @@ def resolve_backend(backend: str) -> str:
 def _on_device(batches: Iterator[np.ndarray], recipe: Recipe) -> Iterator[np.ndarray]:
     import torch
 
-    from spade.roughen_torch import roughen_torch
+    from spade.roughen.torch_engine import roughen_torch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     log.info("roughening with torch on %s", device)

@@ -1,4 +1,4 @@
-"""Triton kernels for the two hot loops of `spade.roughen_torch`, bit-exact like it.
+"""Triton kernels for the two hot loops of `spade.roughen.torch_engine`, bit-exact like it.
 
 `mean_shift_pixels` and `median_blur` have the signatures of their plain-torch counterparts
 (`mean_shift_pixels_torch`, `median_blur_torch`) and compute the same bytes; `roughen_torch`
