@@ -10,12 +10,16 @@ samples are those of a one-process run.
 from __future__ import annotations
 
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from spade.config import LoopConfig
+from spade.errors import UserError
 from spade.networks import RandomStream
 
 
@@ -39,9 +43,47 @@ class DistEnv:
         return RandomStream(shard=self.rank, num_shards=self.world_size)
 
 
-def init_distributed() -> DistEnv:
-    """Read torchrun's environment; start the process group when there is more than one rank."""
+RDZV_ENDPOINT = "SPADE_RDZV_ENDPOINT"  # host:port where the machines of a run meet
+
+
+def relaunch_under_torchrun(script: str, cfg: LoopConfig) -> None:
+    """With several processes and not yet under torchrun: replace this process with torchrun
+    running `script`: `--standalone` on one machine; on `nnodes` machines a c10d rendezvous at
+    $SPADE_RDZV_ENDPOINT, which every machine runs the stage with. exec, not a child process, so
+    Ctrl-C and SIGTERM reach torchrun (and through it every rank)."""
+    if cfg.world_size == 1 or "LOCAL_RANK" in os.environ:
+        return
+    available = torch.cuda.device_count() if torch.cuda.is_available() else os.cpu_count() or 1
+    if cfg.nproc > available:
+        kind = "GPUs" if torch.cuda.is_available() else "CPU cores"
+        raise UserError(
+            f"{cfg.SECTION}.nproc = {cfg.nproc} processes, but this machine has {available} "
+            f"{kind}: lower {cfg.SECTION}.nproc"
+        )
+    args = ["-m", "torch.distributed.run", f"--nproc-per-node={cfg.nproc}"]
+    if cfg.nnodes == 1:
+        args.append("--standalone")
+    else:
+        endpoint = os.environ.get(RDZV_ENDPOINT, "")
+        if not re.fullmatch(r"[\w.\-\[\]:]+:\d+", endpoint):
+            raise UserError(
+                f"{cfg.SECTION}.nnodes = {cfg.nnodes}: set {RDZV_ENDPOINT}=host:port (one "
+                f"machine's address and a free port) on every machine, got {endpoint!r}"
+            )
+        args += [f"--nnodes={cfg.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}"]
+        args.append(f"--rdzv-id=spade-{cfg.SECTION}")
+    os.execv(sys.executable, [sys.executable, *args, script])
+
+
+def init_distributed(cfg: LoopConfig | None = None) -> DistEnv:
+    """Read torchrun's environment; start the process group when there is more than one rank.
+    With `cfg`, the processes torchrun started must be the ones the parameters ask for."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg is not None and world_size != cfg.world_size:
+        raise UserError(
+            f"{world_size} processes were started, but {cfg.SECTION}.nproc × "
+            f"{cfg.SECTION}.nnodes = {cfg.world_size}: the parameters must describe the run"
+        )
     rank = int(os.environ.get("RANK", "0"))
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from spade.data import to_images, to_model
-from spade.networks import RandomStream, StyledGenerator
+from spade.networks import FaceModel, RandomStream
 
 
 def seeded(seed: int) -> RandomStream:
@@ -22,7 +22,7 @@ def seeded(seed: int) -> RandomStream:
 
 @torch.no_grad()
 def generate_faces(
-    model: StyledGenerator,
+    model: FaceModel,
     roughs: np.ndarray,
     *,
     seed: int,
@@ -47,3 +47,19 @@ def generate_faces(
         fake, _, _ = model(cond, z=z, rng=rng)
         out[start : start + len(cond)] = to_images(fake)
     return out
+
+
+def paired_faces(
+    model: FaceModel,
+    roughs: np.ndarray,
+    real: np.ndarray,
+    *,
+    seed: int,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """The faces paired metrics compare with the real ones: each rough painted in the style of
+    its own real face (the style encoder's code of it), as a model with an encoder is meant to
+    be compared with ground truth; a model without one paints from `seed`. A random style would
+    count every style it did not guess as an error of colours and shapes."""
+    styles = real if model.encoder is not None else None
+    return generate_faces(model, roughs, seed=seed, batch_size=batch_size, styles=styles)

@@ -26,24 +26,22 @@ COND_CHANNELS = 3  # the rough is RGB
 class RandomStream:
     """Where a forward pass draws its random numbers (z, per-layer noise, the VAE sample).
 
-    `generator` None means torch's global RNG (training, whose state checkpoints save); a
+    `source` None means torch's global RNG (training, whose state checkpoints save); a
     `torch.Generator` gives seeded inference that concurrent callers cannot disturb. Numbers are
-    drawn on the generator's device, so a CPU generator gives the same face on every device.
+    drawn on the source's device, so a CPU source gives the same face on every device.
     Under DDP, every process draws the numbers of the whole global batch and keeps the rows of
     its own samples (rank r holds global rows r, r + W, r + 2W…, as `ResumableSampler` deals
     them): the model then does not depend on how many processes share the batch.
     """
 
-    generator: torch.Generator | None = None
+    source: torch.Generator | None = None
     shard: int = 0
     num_shards: int = 1
 
     def _draw(self, fn, shape, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
         n = shape[0]
-        where = self.generator.device if self.generator is not None else device
-        x = fn(
-            (n * self.num_shards, *shape[1:]), generator=self.generator, device=where, dtype=dtype
-        )
+        where = self.source.device if self.source is not None else device
+        x = fn((n * self.num_shards, *shape[1:]), generator=self.source, device=where, dtype=dtype)
         if self.num_shards > 1:
             x = x[self.shard :: self.num_shards]
         return x.to(device)
@@ -82,19 +80,17 @@ class SPADE(nn.Module):
         super().__init__()
         self.norm = nn.BatchNorm2d(channels, affine=False)
         self.shared = nn.Sequential(nn.Conv2d(cond_channels, hidden, 3, padding=1), nn.ReLU())
-        self.gamma = nn.Conv2d(hidden, channels, 3, padding=1)
-        self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.gamma_beta = nn.Conv2d(hidden, 2 * channels, 3, padding=1)  # one conv for both
         self.style = nn.Linear(style_dim, 2 * channels) if style_dim else None
 
     def forward(
         self, x: torch.Tensor, cond: torch.Tensor, w: torch.Tensor | None = None
     ) -> torch.Tensor:
         cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
-        h = self.shared(cond)
-        gamma, beta = self.gamma(h), self.beta(h)
+        affine = self.gamma_beta(self.shared(cond))  # (B, 2C, H, W)
         if self.style is not None:
-            style_gamma, style_beta = self.style(w)[:, :, None, None].chunk(2, dim=1)
-            gamma, beta = gamma + style_gamma, beta + style_beta
+            affine = affine + self.style(w)[:, :, None, None]
+        gamma, beta = affine.chunk(2, dim=1)
         return self.norm(x) * (1 + gamma) + beta
 
 
@@ -105,9 +101,8 @@ class NoiseInjection(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor, rng: RandomStream = GLOBAL_RNG) -> torch.Tensor:
-        noise = rng.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
-        return x + self.weight * noise
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return x + self.weight * noise.to(x.dtype)
 
 
 class SPADEResBlock(nn.Module):
@@ -128,12 +123,16 @@ class SPADEResBlock(nn.Module):
             self.conv_s = spectral_norm(nn.Conv2d(fin, fout, 1, bias=False))
 
     def forward(
-        self, x: torch.Tensor, cond: torch.Tensor, rng: RandomStream, w: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        w: torch.Tensor | None,
+        noise: torch.Tensor | None,
     ) -> torch.Tensor:
         skip = self.conv_s(self.norm_s(x, cond, w)) if self.learned_shortcut else x
         dx = self.conv_0(F.leaky_relu(self.norm_0(x, cond, w), 0.2))
         dx = self.conv_1(F.leaky_relu(self.norm_1(dx, cond, w), 0.2))
-        return skip + (self.noise(dx, rng) if self.noise is not None else dx)
+        return skip + (self.noise(dx, noise) if self.noise is not None else dx)
 
 
 def mapping_network(dim: int, depth: int = 2) -> nn.Sequential:
@@ -144,8 +143,13 @@ def mapping_network(dim: int, depth: int = 2) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class Generator(nn.Module):
-    """z → Linear → (B, 16·ngf, 4, 4) → [SPADE block, ×2 nearest up]… → (B, 3, S, S) in [-1, 1]."""
+class SpadeGenerator(nn.Module):
+    """z → Linear → (B, 16·ngf, 4, 4) → [SPADE block, ×2 nearest up]… → (B, 3, S, S) in [-1, 1].
+
+    Its randomness is z and one noise map per block; both are drawn from `rng` (z first, then
+    the maps in block order) unless given, so a runtime that takes them as inputs (ONNX) and a
+    teacher and student that share them see exactly the same numbers.
+    """
 
     def __init__(self, arch: GeneratorArch, image_size: int):
         super().__init__()
@@ -159,25 +163,43 @@ class Generator(nn.Module):
         self.to_rgb = nn.Conv2d(widths[-1], 3, 3, padding=1)
         self.mapping = mapping_network(arch.z_dim) if arch.z_every_layer else None
 
+    def noise_shapes(self, batch: int) -> list[tuple[int, int, int, int]]:
+        """The per-block noise maps' shapes: (B, 1, r, r) at r = 4, 8, …, S; none without noise."""
+        if not self.arch.noise:
+            return []
+        return [(batch, 1, START_SIZE * 2**i, START_SIZE * 2**i) for i in range(len(self.blocks))]
+
+    def draw_noise(self, rng: RandomStream, batch: int, device: torch.device) -> list[torch.Tensor]:
+        return [rng.randn(*shape, device=device) for shape in self.noise_shapes(batch)]
+
     def forward(
-        self, cond: torch.Tensor, z: torch.Tensor | None = None, rng: RandomStream = GLOBAL_RNG
+        self,
+        cond: torch.Tensor,
+        z: torch.Tensor | None = None,
+        rng: RandomStream = GLOBAL_RNG,
+        noise: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         if z is None:
             z = rng.randn(cond.shape[0], self.arch.z_dim, device=cond.device)
+        if noise is None:
+            noise = self.draw_noise(rng, cond.shape[0], cond.device)
         x = self.fc(z).view(z.shape[0], -1, START_SIZE, START_SIZE)  # (B, 16ngf, 4, 4)
         w = self.mapping(z) if self.mapping is not None else None  # (B, z_dim)
         for i, block in enumerate(self.blocks):
             if i > 0:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = block(x, cond, rng, w)
+            x = block(x, cond, w, noise[i] if noise else None)
         return torch.tanh(self.to_rgb(F.leaky_relu(x, 0.2)))  # (B, 3, S, S)
 
 
 class StyleEncoder(nn.Module):
-    """Image → (μ, log σ²) of z: stride-2 3×3 convs down to 4×4, then two linear heads.
+    """Image → (μ, log σ²) of z: stride-2 3×3 convs down to 4×4, pooled over space (mean and
+    max), then two linear heads.
 
-    Unlike the NVlabs encoder (fixed to 256 px input) the number of convs follows the image size,
-    so it works at every size the generator supports.
+    Pooling makes the code say *what* the picture's style is (glints in the eyes, dots in the
+    background), not *where* things are: a code that placed a glint at this face's eye would
+    put it beside another face's eye. Unlike the NVlabs encoder (fixed to 256 px input) the
+    number of convs follows the image size, so it works at every size the generator supports.
     """
 
     def __init__(self, arch: GeneratorArch, image_size: int):
@@ -194,11 +216,12 @@ class StyleEncoder(nn.Module):
             ]
             cin = cout
         self.body = nn.Sequential(*layers)
-        self.fc_mu = nn.Linear(cin * START_SIZE * START_SIZE, arch.z_dim)
-        self.fc_logvar = nn.Linear(cin * START_SIZE * START_SIZE, arch.z_dim)
+        self.fc_mu = nn.Linear(2 * cin, arch.z_dim)
+        self.fc_logvar = nn.Linear(2 * cin, arch.z_dim)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(image).flatten(1)  # (B, 8nef·4·4)
+        h = self.body(image)  # (B, 8nef, 4, 4)
+        h = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)  # (B, 16nef)
         return self.fc_mu(h), self.fc_logvar(h)
 
 
@@ -240,6 +263,7 @@ class MultiscaleDiscriminator(nn.Module):
 
     def __init__(self, arch: DiscriminatorArch, in_channels: int = 3 + COND_CHANNELS):
         super().__init__()
+        self.arch = arch
         self.scales = nn.ModuleList(
             PatchDiscriminator(in_channels, arch.ndf, arch.n_layers) for _ in range(arch.num_d)
         )
@@ -253,14 +277,34 @@ class MultiscaleDiscriminator(nn.Module):
         return outputs
 
 
-class StyledGenerator(nn.Module):
+class FaceModel(nn.Module):
     """The generator and its optional style encoder, trained, averaged and saved together."""
 
     def __init__(self, arch: GeneratorArch, image_size: int):
         super().__init__()
         self.arch, self.image_size = arch, image_size
-        self.generator = Generator(arch, image_size)
+        self.generator = SpadeGenerator(arch, image_size)
         self.encoder = StyleEncoder(arch, image_size) if arch.use_vae else None
+        self.style_frozen = False
+
+    def freeze_style(self) -> FaceModel:
+        """Fix the style encoder and mapping network (a student shares its teacher's): no
+        gradients, and eval mode even while the rest trains, so that spectral norm's power
+        iteration cannot move them away from the teacher's."""
+        self.style_frozen = True
+        for part in self.style_parts():
+            part.requires_grad_(False)
+        return self.train(self.training)
+
+    def style_parts(self) -> list[nn.Module]:
+        return [m for m in (self.encoder, self.generator.mapping) if m is not None]
+
+    def train(self, mode: bool = True) -> FaceModel:
+        super().train(mode)
+        if self.style_frozen:
+            for part in self.style_parts():
+                part.eval()
+        return self
 
     def forward(
         self,
@@ -268,10 +312,11 @@ class StyledGenerator(nn.Module):
         style: torch.Tensor | None = None,
         z: torch.Tensor | None = None,
         rng: RandomStream = GLOBAL_RNG,
+        noise: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Returns (image, μ, log σ²); μ and log σ² are None unless the encoder saw `style`."""
         mu = logvar = None
         if z is None and style is not None and self.encoder is not None:
             mu, logvar = self.encoder(style)
             z = reparameterize(mu, logvar, rng) if self.training else mu
-        return self.generator(cond, z, rng), mu, logvar
+        return self.generator(cond, z, rng, noise), mu, logvar

@@ -15,18 +15,18 @@ checkpoint on disk is always a good one.
 from __future__ import annotations
 
 import copy
-import hashlib
+import json
 import logging
 import signal
+import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
@@ -35,25 +35,32 @@ from tqdm import tqdm
 from spade.checkpoint import (
     load_resumable_checkpoint,
     mark_diverged,
-    save_torch,
+    restore_rng,
+    run_identity,
+    save_checkpoint,
+    write_discriminator,
     write_generator,
 )
-from spade.config import Recipe, TrainConfig
+from spade.config import LoopConfig, Recipe, TrainConfig
 from spade.data import PairDataset, ResumableSampler, to_model
-from spade.dist import DistEnv, barrier, max_over_ranks, mean_over_ranks, to_plain_batchnorm
-from spade.errors import UserError
-from spade.files import write_json
-from spade.images import comparison_grid
-from spade.inference import generate_faces
-from spade.losses import (
-    d_hinge_loss,
-    feature_matching_loss,
-    g_hinge_loss,
-    kl_loss,
-    mode_seeking_loss,
+from spade.dist import (
+    DistEnv,
+    barrier,
+    init_distributed,
+    max_over_ranks,
+    mean_over_ranks,
+    relaunch_under_torchrun,
+    shutdown,
+    to_plain_batchnorm,
 )
+from spade.errors import UserError
+from spade.files import atomic_paths, json_bytes, write_bytes
+from spade.images import comparison_grid
+from spade.inference import generate_faces, paired_faces
 from spade.metrics.paired import paired_metrics, worse_than_rough
-from spade.networks import GLOBAL_RNG, RandomStream
+from spade.networks import GLOBAL_RNG, FaceModel, RandomStream
+from spade.parallel import ignore_stop_signals
+from spade.steps import Losses, train_step
 from spade.train_state import TrainState, build_train_state
 
 log = logging.getLogger(__name__)
@@ -63,14 +70,41 @@ TEST_BATCH = 32
 
 @dataclass
 class TrainPaths:
+    """Where a run reads its data and writes its checkpoint, model, logs and metrics."""
+
     data: Path = Path("data")
     checkpoint: Path = Path("models/checkpoint.pt")
     generator: Path = Path("models/generator.pt")
     live_dir: Path = Path("dvclive")
     metrics: Path = Path("metrics/train.json")
+    discriminator: Path | None = Path("models/discriminator.pt")
 
     def split(self, split: str) -> tuple[Path, Path]:
         return self.data / "roughs" / f"{split}.npy", self.data / "sampled" / f"{split}.npy"
+
+    @property
+    def manifest(self) -> Path:
+        return self.data / "sampled" / "manifest.csv"
+
+
+Step = Callable[[TrainState, torch.Tensor, torch.Tensor, Any, RandomStream], Losses]
+
+
+@dataclass
+class Job:
+    """One run of the loop: how to build what it trains, one step of it, and where it writes.
+    The GAN (`train`) and distillation (`spade.distill`) are two jobs of the same loop."""
+
+    cfg: LoopConfig
+    paths: TrainPaths
+    recipe: Recipe
+    build: Callable[[int, DistEnv], TrainState]  # (image size, env) → networks and optimisers
+    step: Step
+    identity: dict[str, Any] = field(default_factory=dict)  # beyond cfg and data (a teacher)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.SECTION
 
 
 @dataclass
@@ -92,23 +126,14 @@ class NonFiniteLoss(UserError):
 # --------------------------------------------------------------------------- set-up
 
 
-def run_identity(cfg: TrainConfig, paths: TrainPaths, n_train: int, size: int, recipe: Recipe):
-    """What a checkpoint must share with this run to be resumed: every parameter that can
-    change the model, and the data (size, count, recipe, manifest hash)."""
-    manifest = paths.data / "sampled" / "manifest.csv"
-    digest = hashlib.sha1(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
-    data = {"image_size": size, "n_train": n_train, "recipe": recipe.model_dump()}
-    return cfg.output_params() | data | {"manifest": digest}
-
-
-def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+def lr_factor(cfg: LoopConfig, epoch: int) -> float:
     """1 until the last `decay_epochs` epochs, then linearly down (never reaching 0 in training)."""
     if cfg.decay_epochs == 0:
         return 1.0
     return min(1.0, (cfg.epochs - epoch) / cfg.decay_epochs)
 
 
-def set_lr(state: TrainState, cfg: TrainConfig, epoch: int) -> None:
+def set_lr(state: TrainState, cfg: LoopConfig, epoch: int) -> None:
     f = lr_factor(cfg, epoch)
     for opt, lr in ((state.opt_g, cfg.lr_g), (state.opt_d, cfg.lr_d)):
         for group in opt.param_groups:
@@ -120,18 +145,9 @@ def isolated_rng(device: torch.device):
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
-# --------------------------------------------------------------------------- one step
-
-
-def _autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def prepare_batch(
     batch: tuple[torch.Tensor, torch.Tensor],
-    cfg: TrainConfig,
+    cfg: LoopConfig,
     device: torch.device,
     rng: RandomStream = GLOBAL_RNG,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,73 +159,6 @@ def prepare_batch(
         rough = torch.where(flip, rough.flip(-1), rough)
         real = torch.where(flip, real.flip(-1), real)
     return rough, real
-
-
-def train_step(
-    state: TrainState,
-    rough: torch.Tensor,
-    real: torch.Tensor,
-    cfg: TrainConfig,
-    rng: RandomStream = GLOBAL_RNG,
-) -> dict[str, torch.Tensor]:
-    """One discriminator update, then one generator update. Returns detached losses.
-
-    The generator runs once per step (as in pix2pix): its output, detached, trains D; then the
-    same output, through the updated D, trains G. The real images' D features from the D pass
-    serve as feature-matching targets, so D also sees the reals only once.
-    """
-    device = rough.device
-    with _autocast(cfg, device):
-        if cfg.lambda_ms > 0:
-            fake, fake_b, z, z_b = _two_styles(state, rough, cfg, rng)
-            mu = logvar = None
-        else:  # z drawn inside the generator (from the style encoder with use_vae)
-            fake, mu, logvar = state.g(rough, style=real, rng=rng)
-        fake_pair, real_pair = torch.cat([fake, rough], 1), torch.cat([real, rough], 1)
-        # Discriminator: hinge on one batch of (detached) fakes and reals.
-        out = state.d(torch.cat([fake_pair.detach(), real_pair], dim=0))
-        fake_out = [[t[: len(rough)] for t in scale] for scale in out]
-        real_out = [[t[len(rough) :] for t in scale] for scale in out]
-        loss_d = d_hinge_loss(real_out, fake_out)
-    state.opt_d.zero_grad(set_to_none=True)
-    loss_d.float().backward()
-    state.opt_d.step()
-
-    # Generator: D is frozen and used unwrapped, so DDP only syncs the generator's gradients.
-    d = state.bare_d
-    d.requires_grad_(False)
-    with _autocast(cfg, device):
-        fake_out = d(fake_pair)
-        losses = {"gan": cfg.lambda_gan * g_hinge_loss(fake_out)}
-        if cfg.lambda_fm > 0:
-            losses["fm"] = cfg.lambda_fm * feature_matching_loss(real_out, fake_out)
-        if cfg.lambda_l1 > 0:
-            losses["l1"] = cfg.lambda_l1 * F.l1_loss(fake.float(), real)
-        if state.vgg is not None:
-            losses["vgg"] = cfg.lambda_vgg * state.vgg(fake.float(), real)
-        if mu is not None:
-            losses["kl"] = cfg.lambda_kl * kl_loss(mu.float(), logvar.float())
-        if cfg.lambda_ms > 0:
-            n = len(fake_b)
-            losses["ms"] = cfg.lambda_ms * mode_seeking_loss(fake[:n], fake_b, z[:n], z_b)
-        loss_g = torch.stack([v.float() for v in losses.values()]).sum()
-    state.opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    state.opt_g.step()
-    d.requires_grad_(True)
-    return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()} | {
-        f"loss_{k}": v.detach() for k, v in losses.items()
-    }
-
-
-def _two_styles(state: TrainState, rough: torch.Tensor, cfg: TrainConfig, rng: RandomStream):
-    """Faces for the batch and, for its first half, a second face from another z: one
-    generator pass over both, for the mode-seeking term. Returns (fake, fake_b, z, z_b)."""
-    n = max(1, len(rough) // 2)
-    z = rng.randn(len(rough), cfg.arch.z_dim, device=rough.device)
-    z_b = rng.randn(n, cfg.arch.z_dim, device=rough.device)
-    out, _, _ = state.g(torch.cat([rough, rough[:n]]), z=torch.cat([z, z_b]), rng=rng)
-    return out[: len(rough)], out[len(rough) :], z, z_b
 
 
 @torch.no_grad()
@@ -261,13 +210,14 @@ class SyncPoint:
 
 
 def sync_point(
+    job: Job,
     state: TrainState,
     health: Health,
     losses: dict[str, torch.Tensor],
     step: int,
     flag: SignalFlag,
     env: DistEnv,
-    paths: TrainPaths,
+    identity: dict[str, Any],
 ) -> SyncPoint:
     """One host sync: stop on any rank's signal, fail on any rank's non-finite loss or weights,
     and the losses averaged over ranks. A failure marks the last good checkpoint for a retry."""
@@ -278,20 +228,23 @@ def sync_point(
     mean = mean_over_ranks(torch.stack([v.float() for v in losses.values()]), env).tolist()
     values = dict(zip(losses, mean, strict=True))
     if flags[0] > 0:
-        raise _diverged(int(flags[0]), values, paths.checkpoint, env)
+        raise _diverged(job, int(flags[0]), values, identity, env)
     return SyncPoint(stop=flags[1] > 0, losses=values)
 
 
-def _diverged(first_bad: int, losses: dict[str, float], ckpt: Path, env: DistEnv) -> NonFiniteLoss:
-    good = mark_diverged(ckpt, first_bad) if env.is_main else None
+def _diverged(
+    job: Job, first_bad: int, losses: dict[str, float], identity: dict, env: DistEnv
+) -> NonFiniteLoss:
+    ckpt, name = job.paths.checkpoint, job.name
+    good = mark_diverged(ckpt, first_bad, identity) if env.is_main else None
     barrier(env)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
     where = (
         f"{ckpt} (step {good}) holds the last good weights and was kept; re-running with a lower "
-        "train.lr_g / train.lr_d (or train.amp: false) resumes from it, e.g. "
-        "`dvc exp run -S train.lr_g=...`"
+        f"{name}.lr_g / {name}.lr_d (or {name}.amp: false) resumes from it, e.g. "
+        f"`dvc exp run -S {name}.lr_g=...`"
         if good is not None
-        else "no checkpoint was written yet; lower train.lr_g / train.lr_d and re-run"
+        else f"this run wrote no checkpoint yet; lower {name}.lr_g / {name}.lr_d and re-run"
     )
     return NonFiniteLoss(f"non-finite loss or weights at step {first_bad} ({shown}). {where}")
 
@@ -300,7 +253,7 @@ def _diverged(first_bad: int, losses: dict[str, float], ckpt: Path, env: DistEnv
 
 
 @torch.no_grad()
-def recompute_bn_stats(model: nn.Module, loader: DataLoader, cfg: TrainConfig, n: int) -> None:
+def recompute_bn_stats(model: nn.Module, loader: DataLoader, cfg: LoopConfig, n: int) -> None:
     """Re-estimate BatchNorm running statistics for `model`'s own (averaged) weights."""
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     if not bns or n == 0:
@@ -318,10 +271,10 @@ def recompute_bn_stats(model: nn.Module, loader: DataLoader, cfg: TrainConfig, n
 
 
 def held_out_l1(model: nn.Module, test_set: PairDataset, seed: int) -> dict[str, Any]:
-    """Paired L1 of generated faces and of the roughs themselves against the real faces: the
-    same function `evaluate` uses, so the numbers agree with metrics/eval.json."""
+    """Paired L1 of generated faces (`paired_faces`) and of the roughs themselves against the
+    real faces: as `evaluate` computes it, so the numbers agree with metrics/eval.json."""
     roughs, real = (np.asarray(a) for a in test_set.arrays())
-    generated = generate_faces(model, roughs, seed=seed, batch_size=TEST_BATCH)
+    generated = paired_faces(model, roughs, real, seed=seed, batch_size=TEST_BATCH)
     l1 = paired_metrics(generated, real)["l1"]
     l1_rough = paired_metrics(roughs, real)["l1"]
     return {
@@ -332,23 +285,29 @@ def held_out_l1(model: nn.Module, test_set: PairDataset, seed: int) -> dict[str,
 
 
 def export(
-    state: TrainState,
-    train_set: PairDataset,
-    test_set: PairDataset,
-    cfg: TrainConfig,
-    paths: TrainPaths,
-    recipe: Recipe,
+    job: Job, state: TrainState, train_set: PairDataset, test_set: PairDataset, steps: int
 ) -> dict[str, Any]:
-    """Rank 0: write the EMA generator (BatchNorm re-estimated) and return its test metrics."""
-    final = to_plain_batchnorm(copy.deepcopy(state.g_ema))
+    """Rank 0: the EMA generator, BatchNorm re-estimated, written with its metrics (and, for
+    the GAN, the discriminator, from which distillation starts its own) all together."""
+    cfg, paths = job.cfg, job.paths
+    final: FaceModel = to_plain_batchnorm(copy.deepcopy(state.g_ema))
     sampler = ResumableSampler(train_set, rank=0, world_size=1, seed=cfg.seed)
     sampler.set_epoch(cfg.epochs)  # the same batches, whatever the number of processes
     device = next(final.parameters()).device
     loader = make_loader(train_set, sampler, cfg.batch_size, cfg, device)
     recompute_bn_stats(final, loader, cfg, cfg.bn_batches)
     final.to(memory_format=torch.contiguous_format)  # as `load_generator` rebuilds it
-    metrics = held_out_l1(final, test_set, cfg.seed)
-    write_generator(paths.generator, final, recipe)
+    metrics = held_out_l1(final, test_set, cfg.seed) | {"steps": steps, "epochs": cfg.epochs}
+    files = [paths.generator, paths.metrics]
+    files += [paths.discriminator] if paths.discriminator is not None else []
+    with atomic_paths(files) as (generator, metrics_file, *discriminator):
+        write_generator(generator, final, job.recipe)
+        metrics_file.write_bytes(json_bytes(metrics))
+        if discriminator:
+            disc = to_plain_batchnorm(copy.deepcopy(state.bare_d)).to(
+                memory_format=torch.contiguous_format
+            )
+            write_discriminator(discriminator[0], disc)
     log.info(
         "test L1: generated %.4f vs rough %.4f (lower is better)",
         metrics["test_l1"],
@@ -361,7 +320,7 @@ def export(
 
 
 def make_loader(
-    dataset: PairDataset, sampler, batch_size: int, cfg: TrainConfig, device: torch.device
+    dataset: PairDataset, sampler, batch_size: int, cfg: LoopConfig, device: torch.device
 ) -> DataLoader:
     workers = cfg.num_workers
     return DataLoader(
@@ -371,6 +330,7 @@ def make_loader(
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
+        worker_init_fn=ignore_stop_signals,  # SIGTERM to the group: the loop checkpoints first
         drop_last=True,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
@@ -383,53 +343,29 @@ def speed_flags(device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
-def _restore(state: TrainState, ckpt: dict[str, Any], env: DistEnv) -> int:
-    """Weights, optimisers and the RNG stream (the same on every rank) of a checkpoint."""
-    state.load_state_dict(ckpt)
-    torch.set_rng_state(ckpt["rng_cpu"])
-    if env.device.type == "cuda" and ckpt["rng_cuda"] is not None:
-        torch.cuda.set_rng_state(ckpt["rng_cuda"])  # the current device's
-    return int(ckpt["step"])
-
-
-def save_checkpoint(
-    path: Path, state: TrainState, step: int, total: int, identity: dict, *, finished: bool = False
-) -> None:
-    """`finished` is set only once the generator file is written, so an interruption during
-    the export resumes (and redoes only the export) instead of starting over."""
-    save_torch(
-        path,
-        state.state_dict()
-        | {
-            "step": step,
-            "total_steps": total,
-            "finished": finished,
-            "identity": identity,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-        },
-    )
-
-
-def train(cfg: TrainConfig, env: DistEnv, paths: TrainPaths, recipe: Recipe) -> TrainResult:
+def fit(job: Job, env: DistEnv) -> TrainResult:
+    """Build, resume if a checkpoint of this run exists, train to the last epoch, export."""
+    cfg, paths, name = job.cfg, job.paths, job.name
     train_set, test_set = PairDataset(*paths.split("train")), PairDataset(*paths.split("test"))
     steps_per_epoch = len(train_set) // cfg.batch_size
     if steps_per_epoch == 0:
         raise UserError(
-            f"train.batch_size = {cfg.batch_size} exceeds the {len(train_set)} training images;"
-            " lower train.batch_size"
+            f"{name}.batch_size = {cfg.batch_size} exceeds the {len(train_set)} training images;"
+            f" lower {name}.batch_size"
         )
     total = cfg.epochs * steps_per_epoch
     speed_flags(env.device)
     torch.manual_seed(cfg.seed)  # the same initial weights and random stream on every rank
-    state = build_train_state(cfg, train_set.image_size, env)
-    identity = run_identity(cfg, paths, len(train_set), train_set.image_size, recipe)
+    state = job.build(train_set.image_size, env)
+    size, n_train = train_set.image_size, len(train_set)
+    identity = run_identity(cfg, paths.manifest, n_train, size, job.recipe, **job.identity)
     ckpt = load_resumable_checkpoint(paths.checkpoint, identity)
     if ckpt is None:
         torch.manual_seed(cfg.seed)
         step = 0
     else:
-        step = _restore(state, ckpt, env)
+        state.load_state_dict(ckpt)  # weights and optimisers
+        step = restore_rng(ckpt, env.device)  # the same stream on every rank
         log.info("resuming from %s at step %d/%d", paths.checkpoint, step, total)
     del ckpt
 
@@ -438,13 +374,9 @@ def train(cfg: TrainConfig, env: DistEnv, paths: TrainPaths, recipe: Recipe) -> 
     show = slice(0, min(cfg.n_samples, len(test_set)))
     show_rough, show_real = (np.asarray(a[show]) for a in test_set.arrays())
 
-    live = None
-    if env.is_main:
-        from dvclive import Live
-
-        live = Live(str(paths.live_dir), resume=step > 0, dvcyaml=False, save_dvc_exp=False)
+    live = open_live(paths.live_dir, step) if env.is_main else None
     flag, health = SignalFlag(), Health(env.device)
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not env.is_main)
+    bar = tqdm(total=total, initial=step, desc=name, unit="step", disable=not env.is_main)
     t0, seen = time.perf_counter(), 0
     try:
         while step < total:
@@ -453,7 +385,7 @@ def train(cfg: TrainConfig, env: DistEnv, paths: TrainPaths, recipe: Recipe) -> 
             set_lr(state, cfg, epoch)
             for batch in loader:
                 rough, real = prepare_batch(batch, cfg, env.device, env.stream)
-                losses = train_step(state, rough, real, cfg, env.stream)
+                losses = job.step(state, rough, real, cfg, env.stream)
                 health.observe(losses, step + 1)
                 update_ema(state.g_ema, state.bare_g, cfg.ema_decay, step)
                 step += 1
@@ -461,11 +393,13 @@ def train(cfg: TrainConfig, env: DistEnv, paths: TrainPaths, recipe: Recipe) -> 
                 bar.update()
                 epoch_end = step % steps_per_epoch == 0
                 save = epoch_end or step % cfg.ckpt_every == 0
-                if save or step % cfg.log_every == 0:
-                    point = sync_point(state, health, losses, step, flag, env, paths)
+                # One process stops at the step a signal arrives; several agree at a sync point.
+                signalled = flag.signum is not None and not env.distributed
+                if save or signalled or step % cfg.log_every == 0:
+                    point = sync_point(job, state, health, losses, step, flag, env, identity)
                     if live is not None and step % cfg.log_every == 0:
                         rate = seen / (time.perf_counter() - t0)
-                        _log_scalars(live, step, point.losses, state, rate)
+                        _log_scalars(live, name, step, point.losses, state, rate)
                         bar.set_postfix(loss_g=f"{point.losses['loss_g']:.3f}", img_s=f"{rate:.1f}")
                     if save or point.stop:
                         _save(paths.checkpoint, state, step, total, identity, env)
@@ -485,25 +419,76 @@ def train(cfg: TrainConfig, env: DistEnv, paths: TrainPaths, recipe: Recipe) -> 
 
     result = TrainResult(steps=step)
     if env.is_main:
-        result.metrics = export(state, train_set, test_set, cfg, paths, recipe)
-        result.metrics |= {"steps": step, "epochs": cfg.epochs}
-        write_json(paths.metrics, result.metrics)
-        save_checkpoint(paths.checkpoint, state, step, total, identity, finished=True)
+        result.metrics = export(job, state, train_set, test_set, step)
+        save_checkpoint(paths.checkpoint, state.state_dict(), step, total, identity, finished=True)
     barrier(env)
     return result
 
 
+def open_live(live_dir: Path, step: int):
+    """DVCLive, started fresh or resumed at `step`. A run killed after its last checkpoint may
+    have logged later steps, which the resumed run logs again, and may have been cut off while
+    writing its summary: those rows are dropped and that summary discarded, so every plot has
+    each step once and resuming never fails on a half-written file."""
+    from dvclive import Live
+
+    if step > 0:
+        for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+            header, *rows = tsv.read_text().splitlines(keepends=True)
+            column = header.rstrip("\n").split("\t").index("step")
+            kept = [r for r in rows if int(r.split("\t")[column]) <= step]
+            if len(kept) < len(rows):
+                write_bytes(tsv, (header + "".join(kept)).encode())
+        summary = live_dir / "metrics.json"
+        try:
+            json.loads(summary.read_text())
+        except (OSError, ValueError):
+            summary.unlink(missing_ok=True)
+    return Live(str(live_dir), resume=step > 0, dvcyaml=False, save_dvc_exp=False)
+
+
 def _save(path: Path, state: TrainState, step: int, total: int, identity: dict, env: DistEnv):
     if env.is_main:
-        save_checkpoint(path, state, step, total, identity)
+        save_checkpoint(path, state.state_dict(), step, total, identity)
     barrier(env)
 
 
-def _log_scalars(live, step: int, losses: dict[str, float], state: TrainState, rate: float):
+def _log_scalars(
+    live, name: str, step: int, losses: dict[str, float], state: TrainState, rate: float
+):
     live.step = step
-    for name, value in losses.items():
-        live.log_metric(f"train/{name}", round(value, 5))
-    live.log_metric("train/lr_g", state.opt_g.param_groups[0]["lr"])
-    live.log_metric("train/lr_d", state.opt_d.param_groups[0]["lr"])
-    live.log_metric("train/images_per_s", round(rate, 2))
+    for key, value in losses.items():
+        live.log_metric(f"{name}/{key}", round(value, 5))
+    live.log_metric(f"{name}/lr_g", state.opt_g.param_groups[0]["lr"])
+    live.log_metric(f"{name}/lr_d", state.opt_d.param_groups[0]["lr"])
+    live.log_metric(f"{name}/images_per_s", round(rate, 2))
     live.make_summary()
+
+
+def launch(script: str, cfg: LoopConfig, work: Callable[[DistEnv], TrainResult]) -> None:
+    """A training stage's process: re-launched under torchrun for several processes; rank 0
+    alone logs; a stop signal ends it, after its checkpoint, with status 128 + the signal."""
+    relaunch_under_torchrun(script, cfg)
+    env = init_distributed(cfg)
+    if not env.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        work(env)
+    except StopRequested as e:
+        if env.is_main:
+            log.warning("%s: checkpoint saved; run `dvc repro` again to resume", e)
+        sys.exit(128 + e.signum)
+    finally:
+        shutdown(env)
+
+
+# --------------------------------------------------------------------------- the GAN
+
+
+def train(cfg: TrainConfig, env: DistEnv, paths: TrainPaths, recipe: Recipe) -> TrainResult:
+    """Train the GAN: a new generator and discriminator, `train_step` at each step."""
+
+    def build(image_size: int, env: DistEnv) -> TrainState:
+        return build_train_state(cfg, image_size, env)
+
+    return fit(Job(cfg, paths, recipe, build=build, step=train_step), env)

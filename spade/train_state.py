@@ -1,4 +1,5 @@
-"""What training updates and a checkpoint holds: the networks, the EMA copy and the optimisers."""
+"""What training updates and a checkpoint holds: the networks, the EMA copy and the optimisers
+(and, for distillation, the trained 1×1 adapters beside the frozen teacher)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from spade.config import TrainConfig
+from spade.config import LoopConfig, TrainConfig
 from spade.dist import DistEnv, to_sync_batchnorm
 from spade.losses import VGGLoss
-from spade.networks import MultiscaleDiscriminator, StyledGenerator
+from spade.networks import FaceModel, MultiscaleDiscriminator
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -24,29 +25,36 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 @dataclass
 class TrainState:
-    g: nn.Module  # StyledGenerator; DDP-wrapped under torchrun
+    g: nn.Module  # FaceModel; DDP-wrapped under torchrun
     d: nn.Module  # MultiscaleDiscriminator; likewise
-    g_ema: StyledGenerator  # exponential moving average of g's weights: what gets exported
+    g_ema: FaceModel  # exponential moving average of g's weights: what gets exported
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     vgg: VGGLoss | None = None
+    extra: nn.Module | None = None  # trained with the generator (distillation's adapters)
+    teacher: FaceModel | None = None  # frozen; never saved in a checkpoint
 
     @property
-    def bare_g(self) -> StyledGenerator:
+    def bare_g(self) -> FaceModel:
         return unwrap(self.g)
 
     @property
     def bare_d(self) -> MultiscaleDiscriminator:
         return unwrap(self.d)
 
+    @property
+    def bare_extra(self) -> nn.Module | None:
+        return None if self.extra is None else unwrap(self.extra)
+
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "G": self.bare_g.state_dict(),
             "D": self.bare_d.state_dict(),
             "G_ema": self.g_ema.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
         }
+        return state | ({"extra": self.bare_extra.state_dict()} if self.extra else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bare_g.load_state_dict(state["G"])
@@ -54,6 +62,8 @@ class TrainState:
         self.g_ema.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        if self.extra is not None:
+            self.bare_extra.load_state_dict(state["extra"])
 
     def weights_finite(self) -> torch.Tensor:
         """A 0-d bool tensor (no host sync): are all trained weights finite?"""
@@ -62,24 +72,42 @@ class TrainState:
         return torch.isfinite(torch.stack(norms).sum())
 
 
-def build_train_state(
-    cfg: TrainConfig, image_size: int, env: DistEnv, *, fused: bool | None = None
+def build_state(
+    g: FaceModel,
+    d: MultiscaleDiscriminator,
+    cfg: LoopConfig,
+    env: DistEnv,
+    *,
+    extra: nn.Module | None = None,
+    teacher: FaceModel | None = None,
+    fused: bool | None = None,
 ) -> TrainState:
-    """Networks on `env.device` (DDP-wrapped when distributed, compiled with `train.compile`),
-    the EMA copy and Adam optimisers (fused kernels on CUDA unless `fused` says otherwise)."""
-    g = to_sync_batchnorm(StyledGenerator(cfg.arch, image_size), env)
-    d = MultiscaleDiscriminator(cfg.disc)
+    """Networks on `env.device` (DDP-wrapped when distributed, compiled with `compile`), the
+    EMA copy and Adam optimisers (fused kernels on CUDA unless `fused` says otherwise) over the
+    parameters that train: frozen ones (`requires_grad` off) are left out."""
+    g = to_sync_batchnorm(g, env)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    g.to(env.device, memory_format=memory_format)
-    d.to(env.device, memory_format=memory_format)
+    modules = [m for m in (g, d, extra, teacher) if m is not None]
+    for module in modules:
+        module.to(env.device, memory_format=memory_format)
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
     fused = env.device.type == "cuda" if fused is None else fused
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=cfg.betas, fused=fused)
+    trained = [p for m in (g, extra) if m is not None for p in m.parameters() if p.requires_grad]
+    opt_g = torch.optim.Adam(trained, lr=cfg.lr_g, betas=cfg.betas, fused=fused)
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=cfg.betas, fused=fused)
     if env.distributed:
         ids = [env.device.index] if env.device.type == "cuda" else None
         g, d = DDP(g, device_ids=ids), DDP(d, device_ids=ids)
+        extra = DDP(extra, device_ids=ids) if extra is not None else None
     if cfg.compile:
         g, d = torch.compile(g), torch.compile(d)
     vgg = VGGLoss().to(env.device) if cfg.lambda_vgg > 0 else None
-    return TrainState(g=g, d=d, g_ema=g_ema, opt_g=opt_g, opt_d=opt_d, vgg=vgg)
+    return TrainState(g, d, g_ema, opt_g, opt_d, vgg=vgg, extra=extra, teacher=teacher)
+
+
+def build_train_state(
+    cfg: TrainConfig, image_size: int, env: DistEnv, *, fused: bool | None = None
+) -> TrainState:
+    """The GAN's networks, new, and their optimisers."""
+    g, d = FaceModel(cfg.arch, image_size), MultiscaleDiscriminator(cfg.disc)
+    return build_state(g, d, cfg, env, fused=fused)

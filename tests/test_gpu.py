@@ -16,13 +16,14 @@ import torch
 from spade.checkpoint import load_generator
 from spade.config import GeneratorArch, TrainConfig
 from spade.dist import DistEnv, to_plain_batchnorm, to_sync_batchnorm
-from spade.generate import FaceGenerator
-from spade.networks import StyledGenerator
+from spade.networks import FaceModel
+from spade.painter import Painter
+from spade.steps import train_step
 from spade.synthetic import render_face
-from spade.train import train, train_step
+from spade.train import train
 from spade.train_state import build_train_state
 
-from test_train import RECIPE, TINY, paths_in
+from conftest import RECIPE, TINY, paths_in
 
 pytestmark = pytest.mark.gpu
 SMOKE = os.environ.get("SPADE_GPU_SMOKE") == "1"
@@ -59,7 +60,7 @@ def test_bf16_training_steps_at_full_size_are_finite(device):
 
 
 def test_sync_batchnorm_conversion_for_several_processes(device):
-    model = StyledGenerator(GeneratorArch(ngf=4, spade_hidden=8, z_dim=8), 32).to(device)
+    model = FaceModel(GeneratorArch(ngf=4, spade_hidden=8, z_dim=8), 32).to(device)
     synced = to_sync_batchnorm(model, DistEnv(world_size=2, device=device))
     n_sync = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
     assert n_sync > 0 if device.type == "cuda" else n_sync == 0  # gloo: BatchNorm per process
@@ -89,7 +90,7 @@ def test_generate_on_the_device_is_seeded_and_matches_the_cpu(device, pair_data,
     faces = {}
     for where in ("cpu", device.type):
         model, recipe = load_generator(paths.generator, torch.device(where))
-        gen = FaceGenerator(model, recipe, torch.device(where))
+        gen = Painter(model, recipe, torch.device(where))
         rough = gen.prepare(render_face(0, 7, 64), roughen=True)
         faces[where] = gen.face(rough, seed=3)
         np.testing.assert_array_equal(gen.face(rough, seed=3), faces[where])
@@ -99,7 +100,7 @@ def test_generate_on_the_device_is_seeded_and_matches_the_cpu(device, pair_data,
 
 
 def test_inception_features_on_the_device_match_the_cpu(device):
-    from spade.metrics import extract_features
+    from spade.metrics.inception import extract_features
 
     images = np.stack([render_face(1, i, 64) for i in range(8)])
     cpu = extract_features(images, device="cpu", batch_size=8, progress=False)

@@ -3,53 +3,34 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 import spade.train as train_mod
 from spade.checkpoint import load_generator, load_resumable_checkpoint
-from spade.config import Recipe, TrainConfig
+from spade.config import TrainConfig
 from spade.dist import DistEnv
 from spade.errors import UserError
-from spade.train import TrainPaths, train
+from spade.train import TrainPaths, open_live, train
 
-from conftest import ROOT, launch_stage
-
-RECIPE = Recipe(median_before=3, spatial_radius=8, color_radius=40, max_level=1, median_after=3)
-ARCH = {"ngf": 4, "spade_hidden": 8, "z_dim": 8, "nef": 4}
-TINY = {
-    "arch": ARCH,
-    "disc": {"ndf": 4, "num_d": 2, "n_layers": 2},
-    "lambda_vgg": 0.0,
-    "lr_g": 0.002,
-    "lr_d": 0.002,
-    "batch_size": 4,
-    "epochs": 2,
-    "num_workers": 0,
-    "log_every": 1,
-    "ckpt_every": 2,
-    "bn_batches": 2,
-    "n_samples": 4,
-    "ema_decay": 0.9,
-    "decay_epochs": 0,
-}
-
-
-def paths_in(tmp: Path, data: Path) -> TrainPaths:
-    return TrainPaths(
-        data=data,
-        checkpoint=tmp / "models/checkpoint.pt",
-        generator=tmp / "models/generator.pt",
-        live_dir=tmp / "dvclive",
-        metrics=tmp / "metrics/train.json",
-    )
+from conftest import (
+    ARCH,
+    RECIPE,
+    TINY,
+    group_alive,
+    launch_stage,
+    paths_in,
+    stage_dir,
+    state_dicts_equal,
+    wait_for_checkpoint,
+)
 
 
 def tsv(paths: TrainPaths, name: str) -> pd.Series:
@@ -183,39 +164,12 @@ def test_batch_larger_than_dataset_is_a_user_error(pair_data, tmp_path):
 # --------------------------------------------------------------------------- as a process
 
 
-def stage_dir(tmp: Path, data: Path, **train_overrides) -> Path:
-    """A working directory as `dvc repro` sees it: params.yaml + data/."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"] |= TINY | train_overrides
-    params["roughen"]["recipe"] = RECIPE.model_dump()
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copytree(data, tmp / "data")
-    return tmp
-
-
 def run_stage(cwd: Path, *, wait: bool = True):
     proc = launch_stage("train", cwd, OMP_NUM_THREADS="1")
     if wait:
         out, _ = proc.communicate(timeout=600)
         return proc.returncode, out
     return proc
-
-
-def wait_for_checkpoint(proc, path: Path, min_step: int, timeout: float = 120) -> int:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        if path.is_file():
-            step = torch.load(path, weights_only=True)["step"]
-            if step >= min_step:
-                return step
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint appeared")
-
-
-def state_dicts_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_after_sigkill_equals_uninterrupted_run(pair_data, tmp_path):
@@ -241,8 +195,25 @@ def test_resume_after_sigkill_equals_uninterrupted_run(pair_data, tmp_path):
     cb = torch.load(broken / "models/checkpoint.pt", weights_only=True)
     assert state_dicts_equal(ca["D"], cb["D"])
     # the resumed run's logs continue where the killed run's stopped
-    steps = pd.read_csv(broken / "dvclive/plots/metrics/train/loss_g.tsv", sep="\t")["step"]
-    assert steps.iloc[-1] == 24
+    logged = [
+        pd.read_csv(d / "dvclive/plots/metrics/train/loss_g.tsv", sep="\t")["step"].tolist()
+        for d in (whole, broken)
+    ]
+    assert logged[1] == logged[0] and logged[0][-1] == 24  # each step once
+
+
+def test_resuming_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_path):
+    """A kill between a log and the next checkpoint leaves later rows, and a kill during
+    DVCLive's summary write leaves a cut-off metrics.json: resuming must handle both."""
+    tsv = tmp_path / "plots/metrics/train/loss_g.tsv"
+    tsv.parent.mkdir(parents=True)
+    tsv.write_text("step\tloss_g\n10\t3.0\n20\t2.0\n30\t1.0\n")
+    (tmp_path / "metrics.json").write_text('{"step": 3')
+    live = open_live(tmp_path, step=20)
+    live.step = 30
+    live.log_metric("train/loss_g", 0.5)
+    live.end()
+    assert pd.read_csv(tsv, sep="\t").values.tolist() == [[10, 3.0], [20, 2.0], [30, 0.5]]
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(pair_data, tmp_path):
@@ -255,6 +226,39 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(pair_data, tmp_path):
     assert "checkpoint saved" in out and "Traceback" not in out
     ckpt = torch.load(cwd / "models/checkpoint.pt", weights_only=True)
     assert 6 <= ckpt["step"] < 300 and not ckpt["finished"]
+
+
+def test_a_group_sigterm_checkpoints_at_once_and_leaves_no_process(pair_data, tmp_path):
+    """`timeout`, Slurm's scancel and `kill -TERM -<pgid>` signal the whole process group,
+    data loader workers included: the trainer still checkpoints within seconds, nothing of the
+    group is left behind, and the next run resumes."""
+    cwd = stage_dir(tmp_path, pair_data, epochs=50, ckpt_every=2, num_workers=2, log_every=1000)
+    proc = launch_stage("train", cwd, own_group=True, OMP_NUM_THREADS="1")
+    first = wait_for_checkpoint(proc, cwd / "models/checkpoint.pt", min_step=2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    t0 = time.monotonic()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    while group_alive(proc.pid) and time.monotonic() - t0 < 10:
+        time.sleep(0.1)
+    assert not group_alive(proc.pid), "a process of the group outlived the signal"
+    assert time.monotonic() - t0 < 10
+    assert "checkpoint saved" in out and "Traceback" not in out, out
+    ckpt = torch.load(cwd / "models/checkpoint.pt", weights_only=True)
+    assert ckpt["step"] > first and not ckpt["finished"]  # the signal's own checkpoint
+    again = launch_stage("train", cwd, own_group=True, OMP_NUM_THREADS="1")
+    resumed = f"resuming from models/checkpoint.pt at step {ckpt['step']}/"
+    stop = threading.Timer(60, os.killpg, (again.pid, signal.SIGTERM))  # if it never says so
+    stop.start()
+    seen = []
+    for line in again.stdout:
+        seen.append(line)
+        if resumed in line:
+            break
+    stop.cancel()
+    os.killpg(again.pid, signal.SIGTERM)
+    again.communicate(timeout=60)
+    assert resumed in seen[-1], "".join(seen)
 
 
 def weight_distance(a: dict, b: dict) -> float:
@@ -287,6 +291,44 @@ def test_two_processes_train_the_one_process_model(pair_data, tmp_path):
     # Measured here: 0.054 for 2 processes (BatchNorm over 2 instead of 4 images per process),
     # 1.29 for another seed. Tolerance: 0.15, an eighth of the seed-to-seed distance.
     assert near < 0.15 < far / 8, (near, far)
+
+
+@pytest.mark.slow
+def test_two_machines_train_the_one_process_model(pair_data, tmp_path):
+    """train.nnodes: two "machines" of one process each, met at a c10d rendezvous on loopback
+    (gloo), sharing one folder as a cluster shares a file system: the same steps and schedule
+    as one process, and a model as close to it as two processes on one machine give."""
+    import socket
+
+    one = stage_dir(tmp_path / "one", pair_data, epochs=2, decay_epochs=2)
+    rc, out = run_stage(one)
+    assert rc == 0, out
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = stage_dir(tmp_path / "nodes", pair_data, epochs=2, decay_epochs=2, nnodes=2)
+    endpoint = {"SPADE_RDZV_ENDPOINT": f"127.0.0.1:{port}", "OMP_NUM_THREADS": "1"}
+    machines = [launch_stage("train", nodes, **endpoint) for _ in range(2)]
+    outs = [m.communicate(timeout=600)[0] for m in machines]
+    assert all(m.returncode == 0 for m in machines), outs
+    a, b = (torch.load(c / "models/checkpoint.pt", weights_only=True) for c in (one, nodes))
+    assert a["step"] == b["step"] == 12 and b["finished"]
+    lr = [tsv(paths_in(c, c / "data"), "lr_g").tolist() for c in (one, nodes)]
+    assert lr[0] == lr[1]
+    assert weight_distance(a["G_ema"], b["G_ema"]) < 0.15  # as for two processes, above
+
+
+def test_machines_need_a_rendezvous_and_must_be_what_the_parameters_say(
+    pair_data, tmp_path, monkeypatch
+):
+    cwd = stage_dir(tmp_path, pair_data, nnodes=2)
+    rc, out = run_stage(cwd)
+    assert rc == 2 and "set SPADE_RDZV_ENDPOINT=host:port" in out and "Traceback" not in out
+    from spade.dist import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(UserError, match=r"3 processes were started, but train\.nproc"):
+        init_distributed(TrainConfig(**TINY))
 
 
 @pytest.mark.gpu
@@ -325,6 +367,23 @@ def test_non_finite_weights_never_reach_a_checkpoint_and_a_retry_resumes(
     result = train(TrainConfig(**(cfg | {"lr_g": 0.001})), DistEnv(), paths, RECIPE)  # the advice
     assert result.steps == 12
     assert torch.load(paths.checkpoint, weights_only=True)["finished"]
+
+
+def test_divergence_before_a_new_runs_first_checkpoint_blames_no_other_run(
+    pair_data, tmp_path, monkeypatch
+):
+    paths = paths_in(tmp_path, pair_data)
+    train(TrainConfig(**(TINY | {"epochs": 1})), DistEnv(), paths, RECIPE)
+    finished = paths.checkpoint.read_bytes()
+    real_step = train_mod.train_step
+
+    def poisoned(*args, **kw):
+        return real_step(*args, **kw) | {"loss_l1": torch.tensor(float("nan"))}
+
+    monkeypatch.setattr(train_mod, "train_step", poisoned)
+    with pytest.raises(UserError, match="this run wrote no checkpoint yet"):
+        train(TrainConfig(**(TINY | {"epochs": 1, "lr_g": 0.01})), DistEnv(), paths, RECIPE)
+    assert paths.checkpoint.read_bytes() == finished  # the finished run's, unstamped
 
 
 def test_worse_than_the_rough_is_flagged_loudly(pair_data, tmp_path, monkeypatch, caplog):

@@ -1,0 +1,197 @@
+"""One optimisation step of each kind of training: the GAN's (`train_step`) and the student's
+(`distill_step`). Both are a discriminator update, then a generator update, on one batch.
+
+The generator runs once per step (as in pix2pix): its output, detached, trains D; then the same
+output, through the updated D, trains G. The real images' D features from the D pass serve as
+feature-matching targets, so D also sees the reals only once. All randomness comes from `rng`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spade.config import DistillConfig, LoopConfig, TrainConfig
+from spade.losses import (
+    DOutputs,
+    d_hinge_loss,
+    feature_matching_loss,
+    g_hinge_loss,
+    kl_loss,
+    mode_seeking_loss,
+)
+from spade.networks import GLOBAL_RNG, RandomStream, SpadeGenerator, reparameterize
+from spade.train_state import TrainState
+
+Losses = dict[str, torch.Tensor]
+
+
+def autocast(cfg: LoopConfig, device: torch.device):
+    """bf16 autocast on CUDA with `amp`; nothing otherwise."""
+    if cfg.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def discriminator_phase(
+    state: TrainState, fake: torch.Tensor, rough: torch.Tensor, real: torch.Tensor, cfg: LoopConfig
+) -> tuple[torch.Tensor, DOutputs]:
+    """Hinge loss on one batch of (detached) fakes and reals, and D's update. Returns the loss
+    and D's outputs on the reals (the feature-matching targets)."""
+    with autocast(cfg, rough.device):
+        fake_pair, real_pair = torch.cat([fake.detach(), rough], 1), torch.cat([real, rough], 1)
+        out = state.d(torch.cat([fake_pair, real_pair], dim=0))
+        fake_out = [[t[: len(rough)] for t in scale] for scale in out]
+        real_out = [[t[len(rough) :] for t in scale] for scale in out]
+        loss_d = d_hinge_loss(real_out, fake_out)
+    state.opt_d.zero_grad(set_to_none=True)
+    loss_d.float().backward()
+    state.opt_d.step()
+    return loss_d, real_out
+
+
+def adversarial_losses(
+    state: TrainState,
+    fake: torch.Tensor,
+    rough: torch.Tensor,
+    real: torch.Tensor,
+    real_out: DOutputs,
+    cfg: LoopConfig,
+) -> Losses:
+    """The generator's losses every run has: hinge GAN, feature matching, L1 and VGG to the
+    real face. D is frozen and used unwrapped, so DDP only syncs the generator's gradients."""
+    d = state.bare_d
+    d.requires_grad_(False)
+    fake_out = d(torch.cat([fake, rough], 1))
+    d.requires_grad_(True)
+    losses = {"gan": cfg.lambda_gan * g_hinge_loss(fake_out)}
+    if cfg.lambda_fm > 0:
+        losses["fm"] = cfg.lambda_fm * feature_matching_loss(real_out, fake_out)
+    if cfg.lambda_l1 > 0:
+        losses["l1"] = cfg.lambda_l1 * F.l1_loss(fake.float(), real)
+    if state.vgg is not None:
+        losses["vgg"] = cfg.lambda_vgg * state.vgg(fake.float(), real)
+    return losses
+
+
+def generator_phase(state: TrainState, loss_d: torch.Tensor, losses: Losses) -> Losses:
+    """The generator's update on the sum of `losses`; all losses, detached, for the logs."""
+    loss_g = torch.stack([v.float() for v in losses.values()]).sum()
+    state.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    state.opt_g.step()
+    return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()} | {
+        f"loss_{k}": v.detach() for k, v in losses.items()
+    }
+
+
+# --------------------------------------------------------------------------- the GAN
+
+
+def train_step(
+    state: TrainState,
+    rough: torch.Tensor,
+    real: torch.Tensor,
+    cfg: TrainConfig,
+    rng: RandomStream = GLOBAL_RNG,
+) -> Losses:
+    """One GAN step: z from the style encoder (with `use_vae`) or drawn; with mode seeking, a
+    second face from another z for half the batch."""
+    with autocast(cfg, rough.device):
+        if cfg.lambda_ms > 0:
+            fake, fake_b, z, z_b = _two_styles(state, rough, cfg, rng)
+            mu = logvar = None
+        else:
+            fake, mu, logvar = state.g(rough, style=real, rng=rng)
+    loss_d, real_out = discriminator_phase(state, fake, rough, real, cfg)
+    with autocast(cfg, rough.device):
+        losses = adversarial_losses(state, fake, rough, real, real_out, cfg)
+        if mu is not None:
+            losses["kl"] = cfg.lambda_kl * kl_loss(mu.float(), logvar.float())
+        if cfg.lambda_ms > 0:
+            n = len(fake_b)
+            losses["ms"] = cfg.lambda_ms * mode_seeking_loss(fake[:n], fake_b, z[:n], z_b)
+    return generator_phase(state, loss_d, losses)
+
+
+def _two_styles(state: TrainState, rough: torch.Tensor, cfg: TrainConfig, rng: RandomStream):
+    """Faces for the batch and, for its first half, a second face from another z: one
+    generator pass over both, for the mode-seeking term. Returns (fake, fake_b, z, z_b)."""
+    n = max(1, len(rough) // 2)
+    z = rng.randn(len(rough), cfg.arch.z_dim, device=rough.device)
+    z_b = rng.randn(n, cfg.arch.z_dim, device=rough.device)
+    out, _, _ = state.g(torch.cat([rough, rough[:n]]), z=torch.cat([z, z_b]), rng=rng)
+    return out[: len(rough)], out[len(rough) :], z, z_b
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+class Adapters(nn.Module):
+    """1×1 convolutions from the student's block widths to the teacher's (GAN Compression)."""
+
+    def __init__(self, student: list[int], teacher: list[int]):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv2d(s, t, 1) for s, t in zip(student, teacher, strict=True)
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [conv(f) for conv, f in zip(self.convs, features, strict=True)]
+
+
+def tapped_blocks(generator: SpadeGenerator) -> list[int]:
+    """The blocks whose outputs distillation matches: three, evenly spaced, the last included."""
+    n = len(generator.blocks)
+    return sorted({n // 3, (2 * n) // 3, n - 1})
+
+
+@contextmanager
+def block_outputs(generator: SpadeGenerator) -> Iterator[list[torch.Tensor]]:
+    """Collect the tapped blocks' outputs of the forward passes run inside the block."""
+    outputs: list[torch.Tensor] = []
+    hooks = [
+        generator.blocks[i].register_forward_hook(lambda _m, _i, out: outputs.append(out))
+        for i in tapped_blocks(generator)
+    ]
+    try:
+        yield outputs
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def distill_step(
+    state: TrainState,
+    rough: torch.Tensor,
+    real: torch.Tensor,
+    cfg: DistillConfig,
+    rng: RandomStream = GLOBAL_RNG,
+) -> Losses:
+    """One distillation step. The frozen teacher draws the style z from the real face (its own
+    encoder, which the student shares) and the noise; the student paints with the same z and
+    noise, and learns the teacher's intermediate features, its face and the real one."""
+    teacher = state.teacher
+    assert teacher is not None and state.extra is not None
+    with torch.no_grad(), autocast(cfg, rough.device):
+        mu, logvar = teacher.encoder(real)
+        z = reparameterize(mu, logvar, rng)
+        noise = teacher.generator.draw_noise(rng, len(rough), rough.device)
+        with block_outputs(teacher.generator) as target:
+            taught = teacher.generator(rough, z, noise=noise)
+    with autocast(cfg, rough.device), block_outputs(state.bare_g.generator) as features:
+        fake, _, _ = state.g(rough, z=z, noise=noise)
+    loss_d, real_out = discriminator_phase(state, fake, rough, real, cfg)
+    with autocast(cfg, rough.device):
+        losses = adversarial_losses(state, fake, rough, real, real_out, cfg)
+        if cfg.lambda_teacher > 0:
+            losses["teacher"] = cfg.lambda_teacher * F.l1_loss(fake.float(), taught.float())
+        if cfg.lambda_feat > 0:
+            mapped = state.extra(features)
+            mse = [F.mse_loss(m.float(), t.float()) for m, t in zip(mapped, target, strict=True)]
+            losses["feat"] = cfg.lambda_feat * torch.stack(mse).sum()
+    return generator_phase(state, loss_d, losses)

@@ -1,0 +1,24 @@
+"""Stage `distill`: train a narrower student generator from the frozen teacher (GAN Compression).
+
+Parameters are validated first; with distill.nproc > 1 the stage then replaces itself with
+`torchrun` running this same file (DDP), as `train` does.
+"""
+
+from pathlib import Path
+
+from spade.config import load_params
+from spade.console import run
+from spade.distill import distill
+from spade.train import launch
+
+TEACHER = Path("models/generator.pt")
+DISCRIMINATOR = Path("models/discriminator.pt")
+
+
+def main() -> None:
+    cfg = load_params().distill
+    launch(__file__, cfg, lambda env: distill(cfg, env, TEACHER, DISCRIMINATOR))
+
+
+if __name__ == "__main__":
+    run(main, outputs_kept=True)  # persist outputs in dvc.yaml: DVC leaves the student in place
