@@ -1,5 +1,5 @@
 """Evaluation: FID/KID and paired L1/PSNR/SSIM of the generated test faces, with the rough itself
-as the baseline the model must beat.
+as the baseline the model must beat; style diversity and, with style labels, style control.
 
 FID from fewer than `FID_MIN_IMAGES` images is biased upward and not comparable across test-set
 sizes; the metrics file says so, and KID (unbiased) is the number to compare on small sets.
@@ -8,104 +8,145 @@ sizes; the metrics file says so, and KID (unbiased) is the number to compare on 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from spade.inference import generate_faces
-from spade.metrics import (
-    INCEPTION_ID,
-    extract_features,
-    fid_from_features,
-    kernel_inception_distance,
-    mean_pairwise_l1,
-    paired_metrics,
-    worse_than_rough,
-)
-from spade.networks import StyledGenerator
+from spade.config import EvaluateConfig, FeaturesConfig
+from spade.inference import generate_faces, paired_faces
+from spade.metrics.diversity import mean_pairwise_l1
+from spade.metrics.fid import fid_from_features
+from spade.metrics.inception import INCEPTION_ID, extract_features
+from spade.metrics.kid import kernel_inception_distance
+from spade.metrics.paired import paired_metrics, worse_than_rough
+from spade.metrics.style import StyleProbe, agreement, control_chance, spread
+from spade.networks import FaceModel
 
 log = logging.getLogger(__name__)
 
 FID_MIN_IMAGES = 2048
 
 
-def distribution_metrics(
-    features: np.ndarray,
-    ref: dict[str, np.ndarray],
-    *,
-    kid_subsets: int,
-    kid_subset_size: int,
-    seed: int,
+@dataclass
+class HeldOut:
+    """The held-out test split and what it is measured against."""
+
+    roughs: np.ndarray
+    real: np.ndarray
+    reference: dict[str, np.ndarray]  # Inception features of the real faces
+    styles: dict[str, list[str]]  # {factor: level of each real face}; empty without labels
+    probe: StyleProbe | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to measure: the evaluate and features parameters, and the device."""
+
+    cfg: EvaluateConfig
+    features: FeaturesConfig
+    device: torch.device
+
+
+def image_metrics(
+    images: np.ndarray, paired: np.ndarray, test: HeldOut, s: Settings
 ) -> dict[str, float]:
+    """FID and KID of one set of faces (generated, or the roughs), and the paired metrics of
+    `paired` (the same faces, or the ones painted in each real face's own style)."""
+    feats = extract_features(images, device=s.device, batch_size=s.features.batch_size)
     kid_mean, kid_std = kernel_inception_distance(
-        features, ref["features"], n_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
+        feats,
+        test.reference["features"],
+        n_subsets=s.cfg.kid_subsets,
+        subset_size=s.cfg.kid_subset_size,
+        seed=s.cfg.seed,
     )
-    return {
-        "fid": fid_from_features(features, ref["features"]),
+    metrics = {
+        "fid": fid_from_features(feats, test.reference["features"]),
         "kid_mean": kid_mean,
         "kid_std": kid_std,
-    }
+    } | paired_metrics(paired, test.real)
+    return {k: round(float(v), 6) for k, v in metrics.items()}
 
 
-def evaluate_images(
-    generated: np.ndarray,
-    roughs: np.ndarray,
-    real: np.ndarray,
-    ref: dict[str, np.ndarray],
-    *,
-    device: torch.device,
-    feature_batch: int,
-    kid_subsets: int,
-    kid_subset_size: int,
-    seed: int,
-) -> dict[str, Any]:
-    """All metrics for the generated faces, and the same for the roughs as a baseline."""
-    metrics: dict[str, Any] = {}
-    for name, images in (("", generated), ("_rough", roughs)):
-        feats = extract_features(images, device=device, batch_size=feature_batch)
-        dist = distribution_metrics(
-            feats, ref, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed
-        )
-        paired = paired_metrics(images, real)
-        metrics |= {f"{k}{name}": round(float(v), 6) for k, v in (dist | paired).items()}
-    n = len(generated)
-    metrics |= {
-        "worse_than_rough": worse_than_rough(metrics["l1"], metrics["l1_rough"]),
-        "n_images": n,
-        "fid_reliable": n >= FID_MIN_IMAGES,
-        "feature_network": INCEPTION_ID,
-    }
+def baseline_metrics(test: HeldOut, s: Settings) -> dict[str, Any]:
+    """What does not depend on the model: the roughs' own scores (`*_rough`), the size of the
+    test set, and how visible each style factor is (the probe on the real faces)."""
+    rough = image_metrics(test.roughs, test.roughs, test, s)
+    metrics = {f"{k}_rough": v for k, v in rough.items()}
+    n = len(test.roughs)
+    metrics |= {"n_images": n, "fid_reliable": n >= FID_MIN_IMAGES, "feature_network": INCEPTION_ID}
     if n < FID_MIN_IMAGES:
         metrics["note"] = (
             f"FID from {n} < {FID_MIN_IMAGES} images is biased upward and not comparable "
             "across test-set sizes; compare runs by KID"
         )
+    if test.probe is not None:
+        metrics |= {
+            "style_probe_accuracy": test.probe.accuracy,
+            "style_control_chance": control_chance(test.styles),
+            "style_spread_data": {
+                f: round(1 - v, 4) for f, v in control_chance(test.styles).items()
+            },
+        }
     return metrics
 
 
-def diversity_metrics(
-    model: StyledGenerator,
-    roughs: np.ndarray,
-    real: np.ndarray,
-    generated: np.ndarray,
+def model_metrics(
+    model: FaceModel,
+    test: HeldOut,
+    s: Settings,
     *,
-    k: int,
-    seed: int,
-    batch_size: int,
-) -> dict[str, float]:
-    """Mean pairwise L1 of k faces per test rough: from seeds seed…seed+k−1 (`generated` is the
-    first), and, with the style encoder, with z the mean of k other test faces."""
-    faces = [generated] + [
-        generate_faces(model, roughs, seed=seed + i, batch_size=batch_size) for i in range(1, k)
+    l1_rough: float,
+    out: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Every metric of one generator: FID and KID of its faces from `cfg.seed` (written into
+    `out`); the paired metrics of `paired_faces` (in each real face's own style), and the L1 of
+    the seed's faces too (`l1_seed`: a random style each); diversity over `diversity_k` seeds;
+    style spread and control."""
+    cfg = s.cfg
+    faces = generate_faces(
+        model, test.roughs, seed=cfg.seed, batch_size=cfg.batch_size, out=out, progress=True
+    )
+    paired = paired_faces(model, test.roughs, test.real, seed=cfg.seed, batch_size=cfg.batch_size)
+    metrics: dict[str, Any] = image_metrics(faces, paired, test, s)
+    metrics["l1_seed"] = round(paired_metrics(faces, test.real)["l1"], 6)
+    metrics["worse_than_rough"] = worse_than_rough(metrics["l1"], l1_rough)
+    metrics |= style_metrics(model, faces, test, cfg)
+    return metrics
+
+
+def style_metrics(
+    model: FaceModel, faces: np.ndarray, test: HeldOut, cfg: EvaluateConfig
+) -> dict[str, Any]:
+    """Diversity (mean pairwise L1 of k faces per rough from seeds seed…seed+k−1; `faces` is
+    the first) and, with the probe, how often another seed changes each factor (spread). With a
+    style encoder: faces styled by k other test faces (`diversity_style`) and, with the probe,
+    how often a face takes its reference's level (`style_control`)."""
+    variants = [faces] + [
+        generate_faces(model, test.roughs, seed=cfg.seed + i, batch_size=cfg.batch_size)
+        for i in range(1, cfg.diversity_k)
     ]
-    metrics = {"diversity": round(mean_pairwise_l1(faces), 6)}
-    if model.encoder is not None:
-        styled = [
-            generate_faces(
-                model, roughs, seed=seed, batch_size=batch_size, styles=np.roll(real, -i, 0)
-            )
-            for i in range(1, k + 1)
-        ]
-        metrics["diversity_style"] = round(mean_pairwise_l1(styled), 6)
+    metrics: dict[str, Any] = {"diversity": round(mean_pairwise_l1(variants), 6)}
+    if test.probe is not None:
+        metrics["style_spread"] = spread([test.probe.predict(v) for v in variants])
+    if model.encoder is None:
+        return metrics
+    styled = [
+        generate_faces(
+            model,
+            test.roughs,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            styles=np.roll(test.real, -i, axis=0),  # face j = i + shift: another identity
+        )
+        for i in range(1, cfg.diversity_k + 1)
+    ]
+    metrics["diversity_style"] = round(mean_pairwise_l1(styled), 6)
+    if test.probe is not None:
+        references = {f: list(np.roll(v, -1)) for f, v in test.styles.items()}
+        control = agreement(test.probe.predict(styled[0]), references, test.probe.levels)
+        metrics["style_control"] = control
+        log.info("style control %s (chance %s)", control, control_chance(test.styles))
     return metrics

@@ -1,4 +1,5 @@
-"""Stage `evaluate`: generate the test faces with the EMA generator and score them."""
+"""Stage `evaluate`: generate the test faces with the teacher (the EMA generator) and with its
+distilled student, and score both; the student's numbers are the `student` block."""
 
 from pathlib import Path
 
@@ -6,53 +7,44 @@ from spade.checkpoint import load_generator
 from spade.config import load_params
 from spade.console import run
 from spade.devices import resolve_device
-from spade.evaluate import diversity_metrics, evaluate_images
+from spade.evaluate import HeldOut, Settings, baseline_metrics, model_metrics
 from spade.files import atomic_paths, json_bytes
 from spade.images import comparison_grid, load_image_array, open_image_array, png_bytes
-from spade.inference import generate_faces
-from spade.metrics import load_reference
+from spade.metrics.reference import load_reference
+from spade.metrics.style import load_probe
+from spade.style_labels import manifest_styles
 
-MODEL = Path("models/generator.pt")
+MODEL, STUDENT = Path("models/generator.pt"), Path("models/student.pt")
 ROUGHS, REAL = Path("data/roughs/test.npy"), Path("data/sampled/test.npy")
-REFERENCE = Path("data/features/test.npz")
+MANIFEST = Path("data/sampled/manifest.csv")
+FEATURES = Path("data/features")
 OUT = Path("data/eval")
 METRICS = Path("metrics/eval.json")
 
 
 def main() -> None:
     params = load_params()
-    cfg, fcfg = params.evaluate, params.features
-    device = resolve_device(fcfg.device)
-    model, _ = load_generator(MODEL, device)
-    roughs, real = load_image_array(ROUGHS), load_image_array(REAL)
+    settings = Settings(params.evaluate, params.features, resolve_device(params.features.device))
+    model, _ = load_generator(MODEL, settings.device)
+    probe_file = FEATURES / "style_probe.pt"
+    test = HeldOut(
+        roughs=load_image_array(ROUGHS),
+        real=load_image_array(REAL),
+        reference=load_reference(FEATURES / "test.npz"),
+        styles=manifest_styles(MANIFEST, "test"),
+        probe=load_probe(probe_file, settings.device) if probe_file.is_file() else None,
+    )
     outputs = [OUT / "generated.npy", OUT / "grid.png", METRICS]
     with atomic_paths(outputs) as (generated_path, grid_path, metrics_path):
-        generated = open_image_array(generated_path, roughs.shape)
-        generate_faces(
-            model, roughs, seed=cfg.seed, batch_size=cfg.batch_size, out=generated, progress=True
-        )
+        generated = open_image_array(generated_path, test.roughs.shape)
+        metrics = baseline_metrics(test, settings)
+        l1_rough = metrics["l1_rough"]
+        metrics = model_metrics(model, test, settings, l1_rough=l1_rough, out=generated) | metrics
+        student, _ = load_generator(STUDENT, settings.device)
+        metrics["student"] = model_metrics(student, test, settings, l1_rough=l1_rough)
         generated.flush()
-        grid_path.write_bytes(png_bytes(comparison_grid(roughs, generated, real, cfg.grid_rows)))
-        metrics = evaluate_images(
-            generated,
-            roughs,
-            real,
-            load_reference(REFERENCE),
-            device=device,
-            feature_batch=fcfg.batch_size,
-            kid_subsets=cfg.kid_subsets,
-            kid_subset_size=cfg.kid_subset_size,
-            seed=cfg.seed,
-        )
-        metrics |= diversity_metrics(
-            model,
-            roughs,
-            real,
-            generated,
-            k=cfg.diversity_k,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-        )
+        grid = comparison_grid(test.roughs, generated, test.real, params.evaluate.grid_rows)
+        grid_path.write_bytes(png_bytes(grid))
         metrics_path.write_bytes(json_bytes(metrics))
 
 

@@ -1,7 +1,10 @@
-"""Stage `features`: Inception features and statistics of the real test images (FID reference).
+"""Stage `features`: what evaluation measures generated faces against, from the real data alone.
 
-Depends only on the test data, the feature code and the feature parameters, so training
-changes never redo it.
+- Inception features and statistics of the real test images (the FID/KID reference);
+- with style labels in the manifest, the style probe fitted on the real training faces and
+  scored on the test faces (`spade.metrics.style`).
+Depends only on the data, the feature code and the feature parameters, so training changes
+never redo it.
 """
 
 from pathlib import Path
@@ -9,18 +12,33 @@ from pathlib import Path
 from spade.config import load_params
 from spade.console import run
 from spade.devices import resolve_device
+from spade.files import atomic_paths
 from spade.images import load_image_array
-from spade.metrics import extract_features, save_reference
+from spade.metrics.inception import extract_features
+from spade.metrics.reference import save_reference
+from spade.metrics.style import fit_style_probe, save_probe
+from spade.style_labels import manifest_styles
 
-IN = Path("data/sampled/test.npy")
-OUT = Path("data/features/test.npz")
+SAMPLED = Path("data/sampled")
+OUT = Path("data/features")
 
 
 def main() -> None:
     cfg = load_params().features
-    images = load_image_array(IN)
-    feats = extract_features(images, device=resolve_device(cfg.device), batch_size=cfg.batch_size)
-    save_reference(OUT, feats)
+    device = resolve_device(cfg.device)
+    test = load_image_array(SAMPLED / "test.npy")
+    labels = {
+        split: manifest_styles(SAMPLED / "manifest.csv", split) for split in ("train", "test")
+    }
+    outputs = [OUT / "test.npz"] + ([OUT / "style_probe.pt"] if labels["train"] else [])
+    with atomic_paths(outputs) as (reference, *probe):
+        save_reference(reference, extract_features(test, device=device, batch_size=cfg.batch_size))
+        if probe:
+            train = load_image_array(SAMPLED / "train.npy")
+            fitted = fit_style_probe(
+                train, labels["train"], test, labels["test"], seed=cfg.seed, device=device
+            )
+            save_probe(probe[0], fitted)
 
 
 if __name__ == "__main__":
