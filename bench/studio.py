@@ -1,51 +1,66 @@
-"""Benchmark the studio's face requests: server-side time per request and requests/s.
+"""Benchmark the studio's face requests: server-side time per request, per model and runtime.
 
-Starts the real server (uvicorn, as `spade studio` does) on a free loopback port with a randomly
-initialised generator (timing only: the weights do not change the work), then
-  1. one client, one request at a time: server-side time per request (Server-Timing `total`:
-     decode + queue + inference + PNG encode) and `infer` (the model alone), p50/p95;
-  2. 4 concurrent clients: requests/s, and the server-side time each request saw (queue included).
-Models: the demo's 64 px (ngf 16, spade_hidden 32, z_dim 64) and the full preset's 256 px
-(ngf 64, spade_hidden 128, z_dim 256); on the CPU, and on CUDA when present.
+Starts the real server (uvicorn, as `spade studio` does) on a free loopback port with randomly
+initialised generators of the presets' architectures (timing only: the weights do not change
+the work): the teacher (`train.arch`) and its student (`distill.arch`) of the full preset at
+256 px and of the demo at 64 px. For every model × runtime × precision, one client sends one
+request at a time: server-side time per request (the Server-Timing `total`: decode + queue +
+inference + PNG encode) and the model alone (`infer`), p50/p95. With `--clients`, the default
+runtimes also answer 4 concurrent clients (requests/s). Rows go to bench/results/studio.json.
 
-    python bench/studio.py                 # CPU, 64 and 256 px (+ CUDA if present)
-    python bench/studio.py --sizes 64 --requests 50
+    python bench/studio.py                   # CPU (and CUDA when present), both presets
+    python bench/studio.py --presets full --requests 20
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import http.client
 import json
 import logging
 import os
 import re
 import socket
-import threading
+import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from spade.config import GeneratorArch, Recipe
-from spade.generate import FaceGenerator
-from spade.images import png_bytes
-from spade.networks import StyledGenerator
-from spade.studio import Limits
-from spade.studio.palette import default_rough, palette
-from spade.studio.precision import PRECISIONS, with_precision
-from spade.studio.server import bind, make_server
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout
+
+from spade.checkpoint import write_generator  # noqa: E402
+from spade.config import Recipe, load_params  # noqa: E402
+from spade.distill import student_arch  # noqa: E402
+from spade.images import png_bytes  # noqa: E402
+from spade.networks import FaceModel  # noqa: E402
+from spade.painter import load_painter  # noqa: E402
+from spade.runtime import installed  # noqa: E402
+from spade.studio import Limits  # noqa: E402
+from spade.studio.palette import default_rough, palette  # noqa: E402
+from spade.studio.server import running  # noqa: E402
 
 log = logging.getLogger("bench.studio")
 
-ARCHS = {
-    64: GeneratorArch(ngf=16, spade_hidden=32, z_dim=64),  # the demo's (params.yaml)
-    256: GeneratorArch(ngf=64, spade_hidden=128, z_dim=256),  # the full preset's
-}
+RESULTS = ROOT / "bench/results/studio.json"
+PRESETS = {"full": ROOT / "presets/full.yaml", "demo": ROOT / "params.yaml"}
 CLIENTS = 4
+# (runtime, precision) per device: PyTorch everywhere; the exported graph on the CPU.
+CPU_RUNS = [
+    ("torch", "fp32"),
+    ("torch", "bf16"),
+    ("onnx", "fp32"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+]
+CUDA_RUNS = [("torch", "fp32"), ("torch", "bf16")]
 
 
 @dataclass
@@ -55,8 +70,8 @@ class Sample:
     infer_ms: float
 
 
-def mega_macs(model: StyledGenerator, size: int, device: torch.device) -> float:
-    """Multiply-accumulates of one face (convolutions and linear layers), in millions."""
+def giga_macs(model: FaceModel) -> float:
+    """Multiply-accumulates of one face (convolutions and linear layers), in billions."""
     macs = 0
 
     def count(mod: torch.nn.Module, _inp, out: torch.Tensor) -> None:
@@ -67,11 +82,13 @@ def mega_macs(model: StyledGenerator, size: int, device: torch.device) -> float:
         elif isinstance(mod, torch.nn.Linear):
             macs += out.numel() * mod.in_features
 
-    hooks = [m.register_forward_hook(count) for m in model.modules()]
-    FaceGenerator(model, Recipe(), device).face(np.zeros((size, size, 3), np.uint8), 0)
+    hooks = [m.register_forward_hook(count) for m in model.generator.modules()]
+    size = model.image_size
+    with torch.no_grad():
+        model.generator(torch.zeros(1, 3, size, size), torch.zeros(1, model.arch.z_dim))
     for h in hooks:
         h.remove()
-    return macs / 1e6
+    return macs / 1e9
 
 
 class Client:
@@ -97,79 +114,128 @@ class Client:
 
 
 def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q))
+    return round(float(np.percentile(values, q)), 1)
+
+
+def models_of(preset: str) -> dict[str, FaceModel]:
+    """The preset's teacher and student, randomly initialised (fixed seed)."""
+    params = load_params(PRESETS[preset])
+    teacher_arch, size = params.train.arch, params.sample.image_size
+    torch.manual_seed(0)
+    teacher = FaceModel(teacher_arch, size).eval().requires_grad_(False)
+    student = FaceModel(student_arch(teacher_arch, params.distill), size)
+    return {"teacher": teacher, "student": student.eval().requires_grad_(False)}
 
 
 def bench_one(
-    size: int, device: torch.device, precision: str, n: int, workers: int
+    model_file: Path, device: torch.device, runtime: str, precision: str, n: int, clients: bool
 ) -> dict[str, float]:
-    torch.manual_seed(0)
-    model = StyledGenerator(ARCHS[size], size).to(device).eval().requires_grad_(False)
-    macs = mega_macs(model, size, device)
-    generator = with_precision(FaceGenerator(model, Recipe(), device), precision)
-    rough = default_rough(size, palette(generator.recipe))
+    generator = load_painter(model_file, device, runtime, precision)
+    rough = default_rough(generator.size, palette(generator.recipe))
     rough_b64 = base64.b64encode(png_bytes(rough)).decode()
-    sock = bind("127.0.0.1", 0)
-    server = make_server(generator, "127.0.0.1", limits=Limits(workers=workers))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    port = sock.getsockname()[1]
-    try:
-        warm = Client(port, rough_b64)
-        for seed in range(3):  # allocator, oneDNN/cudnn kernel choice
-            warm.face(seed)
-        one = [warm.face(seed) for seed in range(n)]
-        clients = [Client(port, rough_b64) for _ in range(CLIENTS)]
-        per_client = max(1, n // CLIENTS)
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            runs = pool.map(lambda c: [c.face(s) for s in range(per_client)], clients, chunksize=1)
-            loaded = [s for run in runs for s in run]
-        wall = time.perf_counter() - t0
-    finally:
-        server.should_exit = True
-        thread.join(30)
-    return {
-        "mmac": macs,
-        "p50": pct([s.total_ms for s in one], 50),
-        "p95": pct([s.total_ms for s in one], 95),
-        "infer": pct([s.infer_ms for s in one], 50),
-        "rt": pct([s.round_trip_ms for s in one], 50),
-        "rps": len(loaded) / wall,
-        "loaded_p50": pct([s.total_ms for s in loaded], 50),
-        "loaded_p95": pct([s.total_ms for s in loaded], 95),
-    }
+    with running(generator, limits=Limits(workers=1)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        one = Client(port, rough_b64)
+        for seed in range(3):  # allocator, oneDNN/cudnn kernel choice, OpenVINO's first run
+            one.face(seed)
+        samples = [one.face(seed) for seed in range(n)]
+        out = {
+            "p50_ms": pct([s.total_ms for s in samples], 50),
+            "p95_ms": pct([s.total_ms for s in samples], 95),
+            "infer_p50_ms": pct([s.infer_ms for s in samples], 50),
+            "round_trip_p50_ms": pct([s.round_trip_ms for s in samples], 50),
+        }
+        if clients:
+            many = [Client(port, rough_b64) for _ in range(CLIENTS)]
+            per = max(2, n // CLIENTS)
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                runs = pool.map(lambda c: [c.face(s) for s in range(per)], many, chunksize=1)
+                loaded = [s for run in runs for s in run]
+            out["clients_req_per_s"] = round(len(loaded) / (time.perf_counter() - t0), 2)
+    return out
 
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return f"CUDA: {torch.cuda.get_device_name(device)}"
-    return f"CPU: {os.cpu_count()} cores, torch {torch.get_num_threads()} threads"
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads"
 
 
-HEADER = (
-    f"{'device':<6} {'px':>4} {'prec':>4} {'GMAC':>6} | {'p50 ms':>8} {'p95 ms':>8} "
-    f"{'model':>8} {'rtt':>8} | {CLIENTS} clients: {'req/s':>6} {'p50 ms':>8} {'p95 ms':>8}"
-)
+def run(presets: list[str], devices: list[torch.device], requests: int, clients: bool) -> list:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in presets:
+            for name, model in models_of(preset).items():
+                path = Path(tmp) / f"{preset}-{name}.pt"
+                write_generator(path, model, Recipe())
+                gmac = round(giga_macs(model), 2)
+                for device in devices:
+                    runs = CPU_RUNS if device.type == "cpu" else CUDA_RUNS
+                    for runtime, precision in runs:
+                        if not installed(runtime):
+                            continue
+                        slow = (
+                            device.type == "cpu"
+                            and model.image_size >= 256
+                            and (name == "teacher" and runtime == "torch")
+                        )
+                        n = requests or (8 if slow else 30)
+                        r = bench_one(path, device, runtime, precision, n, clients)
+                        row = {
+                            "preset": preset,
+                            "model": name,
+                            "px": model.image_size,
+                            "gmac": gmac,
+                            "device": device.type,
+                            "runtime": runtime,
+                            "precision": precision,
+                            "requests": n,
+                        } | r
+                        log.info("%s", format_row(row))
+                        rows.append(row)
+    return rows
 
 
-def row(device: torch.device, size: int, precision: str, r: dict[str, float]) -> str:
+def format_row(r: dict) -> str:
     return (
-        f"{device.type:<6} {size:>4} {precision:>4} {r['mmac'] / 1000:>6.1f} | "
-        f"{r['p50']:>8.1f} {r['p95']:>8.1f} {r['infer']:>8.1f} {r['rt']:>8.1f} | "
-        f"{'':>10} {r['rps']:>6.2f} {r['loaded_p50']:>8.1f} {r['loaded_p95']:>8.1f}"
+        f"{r['preset']:<5} {r['model']:<8} {r['px']:>4} px {r['gmac']:>6.1f} GMAC  "
+        f"{r['device']:<4} {r['runtime']:<8} {r['precision']:<4}  "
+        f"p50 {r['p50_ms']:>7.1f} ms  p95 {r['p95_ms']:>7.1f} ms  model {r['infer_p50_ms']:>7.1f}"
+        + (
+            f"  {CLIENTS} clients {r['clients_req_per_s']:.1f} req/s"
+            if "clients_req_per_s" in r
+            else ""
+        )
     )
+
+
+def ratios(rows: list[dict]) -> dict[str, float]:
+    """Per preset and device: the teacher in torch fp32 over the fastest student row."""
+    out = {}
+    for preset in {r["preset"] for r in rows}:
+        for device in {r["device"] for r in rows}:
+            mine = [r for r in rows if r["preset"] == preset and r["device"] == device]
+            base = [
+                r
+                for r in mine
+                if r["model"] == "teacher" and r["runtime"] == "torch" and r["precision"] == "fp32"
+            ]
+            students = [r for r in mine if r["model"] == "student"]
+            if base and students:
+                best = min(students, key=lambda r: r["p50_ms"])
+                key = f"{preset}_{device}_student_{best['runtime']}_{best['precision']}"
+                out[key] = round(base[0]["p50_ms"] / best["p50_ms"], 1)
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[64, 256], choices=sorted(ARCHS))
-    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(PRECISIONS))
-    p.add_argument("--requests", type=int, default=0, help="per measurement (default: by size)")
-    p.add_argument("--workers", type=int, default=Limits().workers, help="inferences at once")
+    p.add_argument("--presets", nargs="+", default=["full", "demo"], choices=sorted(PRESETS))
+    p.add_argument("--requests", type=int, default=0, help="per row (default: 30, 8 when slow)")
+    p.add_argument("--clients", action="store_true", help=f"also {CLIENTS} concurrent clients")
     p.add_argument("--cpu-only", action="store_true")
+    p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "spade"):
@@ -177,18 +243,25 @@ def main() -> None:
     devices = [torch.device("cpu")]
     if torch.cuda.is_available() and not args.cpu_only:
         devices.append(torch.device("cuda"))
-    else:
-        log.info("no CUDA device: CPU only")
     log.info("randomly initialised generators (timing only); server-side ms from Server-Timing")
-    log.info("load average before: %.2f", os.getloadavg()[0])
-    for device in devices:
-        log.info("%s\n%s", device_name(device), HEADER)
-        for size in args.sizes:
-            for precision in args.precisions:
-                n = args.requests or (40 if size <= 64 or device.type == "cuda" else 8)
-                r = bench_one(size, device, precision, n, args.workers)
-                log.info("%s", row(device, size, precision, r))
-    log.info("load average after: %.2f (other work slows every number)", os.getloadavg()[0])
+    log.info("%s; load average before: %.2f", device_name(devices[0]), os.getloadavg()[0])
+    rows = run(args.presets, devices, args.requests, args.clients)
+    load = os.getloadavg()[0]
+    log.info("load average after: %.2f (other work slows every number)", load)
+    speedups = ratios(rows)
+    for key, value in speedups.items():
+        log.info("teacher torch fp32 / %s: %.1fx", key, value)
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "machine": {d.type: device_name(d) for d in devices},
+        "torch": torch.__version__,
+        "load_average_after": round(load, 2),
+        "rows": rows,
+        "speedup_over_teacher_torch_fp32": speedups,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    log.info("wrote %s", args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ def _port(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from spade.generate import MAX_INTERPOLATE
+    from spade.painter import MAX_INTERPOLATE
+    from spade.runtime import RUNTIMES
 
     p = argparse.ArgumentParser(prog="spade", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -39,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="turn rough drawings (or pictures) into anime faces")
     g.add_argument("input", type=Path, help="an image, or a folder of images")
     g.add_argument("--model", type=Path, default=Path("models/generator.pt"))
+    g.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="auto: on the CPU the fastest of torch, onnx (ONNX Runtime) and openvino, measured",
+    )
     g.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
     g.add_argument("--roughen", action="store_true", help="roughen ordinary pictures first")
     g.add_argument("--seed", type=_seed, default=0, help=f"style seed, 0..{MAX_SEED}")
@@ -55,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
     s = sub.add_parser("studio", help="paint roughs in the browser and see the faces")
-    s.add_argument("--model", type=Path, default=Path("models/generator.pt"))
+    s.add_argument(
+        "--model",
+        type=Path,
+        help="default: on the CPU models/student.pt when it exists, else models/generator.pt",
+    )
+    s.add_argument("--runtime", choices=RUNTIMES, default="auto", help="as for generate")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     s.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0 = any free)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -78,26 +90,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from spade.checkpoint import load_generator
     from spade.devices import resolve_device
     from spade.errors import UserError
-    from spade.generate import (
-        MAX_INTERPOLATE,
-        FaceGenerator,
-        GenerateOptions,
-        generate,
-        list_inputs,
-    )
+    from spade.generate import GenerateOptions, generate, list_inputs
+    from spade.painter import MAX_INTERPOLATE, load_painter
 
     if args.interpolate and not 2 <= args.interpolate <= MAX_INTERPOLATE:
         raise UserError(f"--interpolate K needs K >= 2 and K <= {MAX_INTERPOLATE}")
     if args.style and args.interpolate:
         raise UserError("--style and --interpolate cannot be combined")
+    if args.seed_to is not None and not args.interpolate:
+        raise UserError("--seed-to is the end of a strip: use it with --interpolate K")
     if args.seed_to is None and args.seed == MAX_SEED and args.interpolate:
         raise UserError(f"--interpolate from --seed {MAX_SEED} needs an explicit --seed-to")
     inputs = list_inputs(args.input)
     device = resolve_device(args.device)
-    model, recipe = load_generator(args.model, device)
+    painter = load_painter(args.model, device, args.runtime)
     opts = GenerateOptions(
         seed=args.seed,
         roughen=args.roughen,
@@ -106,22 +114,21 @@ def _generate(args: argparse.Namespace) -> None:
         seed_to=args.seed_to,
         save_rough=args.save_rough,
     )
-    written = generate(FaceGenerator(model, recipe, device), inputs, args.out, opts)
+    written = generate(painter, inputs, args.out, opts)
     log.info("wrote %d file(s) to %s", len(written), args.out)
 
 
 def _studio(args: argparse.Namespace) -> None:
-    from spade.checkpoint import load_generator
     from spade.devices import resolve_device
-    from spade.generate import FaceGenerator
-    from spade.studio.precision import resolve_precision, with_precision
+    from spade.painter import default_model, load_painter
+    from spade.studio.precision import resolve_precision
     from spade.studio.server import serve
 
     device = resolve_device(args.device)
-    model, recipe = load_generator(args.model, device)
+    path = args.model or default_model(device)
     precision = resolve_precision(args.precision, device)
-    generator = with_precision(FaceGenerator(model, recipe, device), precision)
-    serve(generator, args.host, args.port, model_name=str(args.model))
+    generator = load_painter(path, device, args.runtime, precision)
+    serve(generator, args.host, args.port, model_name=str(path))
 
 
 def _export_pngs(args: argparse.Namespace) -> None:

@@ -16,14 +16,16 @@ from spade.images import read_rgb, resize_square, save_png
 from spade.roughen import roughen_image
 from spade.train import train
 
-from test_train import ARCH, RECIPE, TINY, paths_in
+from conftest import ARCH, RECIPE, TINY, paths_in
+
+PLAIN = ARCH | {"use_vae": False, "z_every_layer": False}  # z at the 4×4 start only
 
 
 @pytest.fixture(scope="module")
 def model_path(pair_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("model")
     paths = paths_in(tmp, pair_data)
-    train(TrainConfig(**(TINY | {"epochs": 1})), DistEnv(), paths, RECIPE)
+    train(TrainConfig(**(TINY | {"epochs": 1, "arch": PLAIN})), DistEnv(), paths, RECIPE)
     return paths.generator
 
 
@@ -41,7 +43,7 @@ def styled_model_path(pair_data, tmp_path_factory):
     """A tiny model trained with the style-variety options of the presets."""
     tmp = tmp_path_factory.mktemp("styled")
     paths = paths_in(tmp, pair_data)
-    arch = ARCH | {"z_every_layer": True}
+    arch = ARCH | {"z_every_layer": True, "use_vae": False}
     train(TrainConfig(**(TINY | {"arch": arch, "lambda_ms": 0.02})), DistEnv(), paths, RECIPE)
     return paths.generator
 
@@ -142,7 +144,7 @@ def test_clear_errors(model_path, tmp_path, caplog):
     (tmp_path / "twins").mkdir()
     for name in ("a.png", "a.jpg"):
         save_png(tmp_path / "twins" / name, hand_drawn_rough())
-    expect_error(caplog, [tmp_path / "twins", *m], "clash")
+    expect_error(caplog, [tmp_path / "twins", *m], "would both write a.png")
     expect_error(caplog, [tmp_path / "bad.png", *m], "cannot read image")
     expect_error(caplog, [tmp_path / "missing.png", *m], "does not exist")
     expect_error(caplog, [tmp_path / "mine.png", *m, "--style", tmp_path / "mine.png"], "use_vae")
@@ -195,10 +197,10 @@ def test_interpolate_and_seed_are_bounded(model_path, tmp_path, caplog, capsys):
 
 def test_same_seed_same_face_whatever_else_runs(model_path):
     from spade.checkpoint import load_generator
-    from spade.generate import FaceGenerator
+    from spade.painter import Painter
 
     model, recipe = load_generator(model_path, torch.device("cpu"))
-    gen = FaceGenerator(model, recipe, torch.device("cpu"))
+    gen = Painter(model, recipe, torch.device("cpu"))
     rough = gen.prepare(hand_drawn_rough())
     a = gen.face(rough, seed=5)
     torch.manual_seed(123)  # the global RNG plays no part
@@ -250,3 +252,69 @@ def test_style_reference_changes_the_face(vae_model_path, pair_data, tmp_path):
         )
         faces.append(read_rgb(out / "mine.png"))
     assert faces[0].shape == (32, 32, 3) and not np.array_equal(*faces)
+
+
+def test_every_output_name_is_checked_for_clashes(model_path, tmp_path, caplog):
+    """a.png's rough is a_rough.png, which is also the face of the input a_rough.png."""
+    folder = tmp_path / "in"
+    for name in ("a.png", "a_rough.png"):
+        save_png(folder / name, hand_drawn_rough())
+    out = tmp_path / "out"
+    expect_error(
+        caplog,
+        [folder, "--model", model_path, "--out", out, "--save-rough"],
+        "would both write a_rough.png",
+    )
+    assert not out.exists() or not any(out.iterdir())  # refused before writing anything
+
+
+def test_the_count_of_written_files_includes_the_roughs(model_path, tmp_path, caplog):
+    save_png(tmp_path / "in/a.png", hand_drawn_rough())
+    with caplog.at_level("INFO"):
+        generate(tmp_path / "in", "--model", model_path, "--out", tmp_path / "out", "--save-rough")
+    assert "wrote 2 file(s)" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "a_rough.png"]
+
+
+@pytest.mark.parametrize("special", ["/dev/null", "/dev/zero", "fifo"])
+def test_pipes_and_devices_are_refused_unread(model_path, tmp_path, caplog, special):
+    import os
+
+    if special == "fifo":
+        special = tmp_path / "fifo"
+        os.mkfifo(special)  # reading it would block for ever
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    m = ["--model", model_path, "--out", tmp_path / "out"]
+    expect_error(caplog, [special, *m], "not a regular file")
+    expect_error(caplog, [tmp_path / "mine.png", *m, "--style", special], "not a regular file")
+
+
+def test_seed_to_needs_interpolate_and_a_folder_is_not_a_model(model_path, tmp_path, caplog):
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    m = [tmp_path / "mine.png", "--out", tmp_path / "out"]
+    expect_error(caplog, [*m, "--model", model_path, "--seed-to", 3], "use it with --interpolate")
+    expect_error(caplog, [*m, "--model", tmp_path], "is a folder")
+
+
+def test_file_names_cannot_forge_log_lines(model_path, tmp_path, caplog):
+    name = "evil\n12:00:00 ERROR spade: forged.png"
+    save_png(tmp_path / "in" / name, hand_drawn_rough())
+    with caplog.at_level("INFO"):
+        generate(tmp_path / "in", "--model", model_path, "--out", tmp_path / "out")
+    assert "forged" in caplog.text
+    assert all("\n" not in r.getMessage() for r in caplog.records)
+
+
+def test_non_finite_weights_are_refused(model_path, tmp_path, caplog):
+    state = torch.load(model_path, weights_only=True)
+    key = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    state["state_dict"][key] = torch.full_like(state["state_dict"][key], float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    out = tmp_path / "out"
+    expect_error(
+        caplog,
+        [tmp_path / "mine.png", "--model", tmp_path / "nan.pt", "--out", out],
+        "non-finite weights",
+    )
+    assert not out.exists() or not any(out.iterdir())

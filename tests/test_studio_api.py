@@ -19,8 +19,8 @@ from starlette.testclient import TestClient
 from spade.__main__ import main
 from spade.config import MAX_SEED
 from spade.errors import UserError
-from spade.generate import FaceGenerator
 from spade.images import decode_rgb
+from spade.painter import Painter
 from spade.studio import Limits, create_app
 from spade.studio.palette import as_roughened, palette
 from spade.studio.server import bind
@@ -31,8 +31,8 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def client(tiny_face_generator: FaceGenerator):
-    with TestClient(create_app(tiny_face_generator)) as c:
+def client(tiny_painter: Painter):
+    with TestClient(create_app(tiny_painter)) as c:
         yield c
 
 
@@ -80,7 +80,7 @@ def test_page_is_self_contained(client):
         assert not re.search(r"https?://", page_text), f"{asset} names another host"
 
 
-def test_info_describes_the_model(client, tiny_face_generator):
+def test_info_describes_the_model(client, tiny_painter):
     info = client.get("/api/info").json()
     assert info["size"] == SIZE and info["has_style_encoder"] is True
     assert info["max_seed"] == MAX_SEED and info["z_dim"] == 8
@@ -88,18 +88,18 @@ def test_info_describes_the_model(client, tiny_face_generator):
     assert {"background", "hair", "skin", "eyes", "mouth", "clothes"} <= groups
 
 
-def test_palette_holds_colours_roughs_contain(tiny_face_generator):
-    recipe = tiny_face_generator.recipe
+def test_palette_holds_colours_roughs_contain(tiny_painter):
+    recipe = tiny_painter.recipe
     colours = palette(recipe)
     assert len({c.rgb for c in colours}) == len(colours) >= 30
     for c in colours:  # each is a fixed point of the recipe: a flat blob of it stays it
         assert as_roughened(c.rgb, recipe) == c.rgb
 
 
-def test_default_rough_uses_only_palette_colours(client, tiny_face_generator):
+def test_default_rough_uses_only_palette_colours(client, tiny_painter):
     img = decode_rgb(client.get("/api/default-rough").content)
     assert img.shape == (SIZE, SIZE, 3)
-    allowed = {c.rgb for c in palette(tiny_face_generator.recipe)}
+    allowed = {c.rgb for c in palette(tiny_painter.recipe)}
     used = {tuple(int(v) for v in px) for px in img.reshape(-1, 3)}
     assert used <= allowed and len(used) >= 4
 
@@ -119,16 +119,16 @@ def test_face_is_a_png_of_the_model_size_with_timings(client):
     assert re.search(r"infer;dur=[\d.]+", r.headers["server-timing"])
 
 
-def test_same_seed_same_face_other_seed_other_face(client, tiny_face_generator):
+def test_same_seed_same_face_other_seed_other_face(client, tiny_painter):
     a, again, b = (face(client, s).content for s in (5, 5, 6))
     assert a == again and a != b
-    expected = tiny_face_generator.face(a_rough(), 5)
+    expected = tiny_painter.face(a_rough(), 5)
     np.testing.assert_array_equal(decode_rgb(a), expected)
 
 
-def test_concurrent_requests_give_the_sequential_faces(tiny_face_generator):
+def test_concurrent_requests_give_the_sequential_faces(tiny_painter):
     """Eight requests at once, four inferences in parallel: each face is its seed's own."""
-    app = create_app(tiny_face_generator, limits=Limits(workers=4))
+    app = create_app(tiny_painter, limits=Limits(workers=4))
     rough = a_rough()
     seeds = [0, 1, 2, 3, 0, 1, 2, 3]
 
@@ -139,7 +139,7 @@ def test_concurrent_requests_give_the_sequential_faces(tiny_face_generator):
             return [r.content for r in await asyncio.gather(*calls)]
 
     faces = asyncio.run(all_at_once())
-    sequential = {s: tiny_face_generator.face(rough, s) for s in set(seeds)}
+    sequential = {s: tiny_painter.face(rough, s) for s in set(seeds)}
     for s, png in zip(seeds, faces, strict=True):
         np.testing.assert_array_equal(decode_rgb(png), sequential[s])
 
@@ -194,12 +194,12 @@ def upload(client, data: bytes, roughen: int = 1, content_type: str = "image/png
     )
 
 
-def test_picture_is_roughened_with_the_models_recipe(client, tiny_face_generator):
+def test_picture_is_roughened_with_the_models_recipe(client, tiny_painter):
     photo = blob_image(np.random.default_rng(2), 90)[:, :70]  # not square, not model size
     for roughen in (0, 1):
         r = upload(client, png_bytes(photo), roughen)
         assert r.status_code == 200, r.text
-        expected = tiny_face_generator.prepare(photo, roughen=bool(roughen))
+        expected = tiny_painter.prepare(photo, roughen=bool(roughen))
         np.testing.assert_array_equal(decode_rgb(r.content), expected)
 
 
@@ -231,8 +231,8 @@ def test_roughen_flag_is_checked(client):
     error(upload(client, png_bytes(a_rough()), roughen=2), 422)
 
 
-def test_request_size_is_bounded(tiny_face_generator):
-    app = create_app(tiny_face_generator, limits=Limits(max_request_bytes=4096))
+def test_request_size_is_bounded(tiny_painter):
+    app = create_app(tiny_painter, limits=Limits(max_request_bytes=4096))
     big = png_bytes(np.random.default_rng(4).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     assert len(big) > 4096
     with TestClient(app) as c:
@@ -270,14 +270,14 @@ def test_random_bytes_never_crash_the_server(client):
 # --------------------------------------------------------------------------- style and strips
 
 
-def test_style_from_a_reference_picture(client, tiny_face_generator):
+def test_style_from_a_reference_picture(client, tiny_painter):
     ref = blob_image(np.random.default_rng(7), 64)
     r = client.post("/api/style", content=png_bytes(ref), headers={"content-type": "image/png"})
     z = r.json()["z"]
-    expected = tiny_face_generator.style_z(ref)
+    expected = tiny_painter.style_z(ref)
     np.testing.assert_array_equal(np.array(z, np.float32), expected.numpy()[0])
     styled = face(client, 0, z=z)
-    want = tiny_face_generator.face(a_rough(), 0, torch.tensor([z]))
+    want = tiny_painter.face(a_rough(), 0, torch.tensor([z]))
     np.testing.assert_array_equal(decode_rgb(styled.content), want)
 
 
@@ -288,7 +288,7 @@ def test_style_needs_the_encoder(tmp_path):
 
     path = write_tiny_generator(tmp_path / "plain.pt", use_vae=False)
     model, recipe = load_generator(path, _torch.device("cpu"))
-    with TestClient(create_app(FaceGenerator(model, recipe, _torch.device("cpu")))) as c:
+    with TestClient(create_app(Painter(model, recipe, _torch.device("cpu")))) as c:
         assert c.get("/api/info").json()["has_style_encoder"] is False
         r = c.post(
             "/api/style", content=png_bytes(a_rough()), headers={"content-type": "image/png"}
@@ -296,11 +296,11 @@ def test_style_needs_the_encoder(tmp_path):
         assert "style encoder" in error(r, 409)
 
 
-def test_strip_runs_from_one_seed_to_the_other(client, tiny_face_generator):
+def test_strip_runs_from_one_seed_to_the_other(client, tiny_painter):
     r = client.post("/api/strip", json={"rough": b64(a_rough()), "seed": 2, "seed_to": 9, "k": 4})
     strip = decode_rgb(r.content)
     assert strip.shape == (SIZE, 4 * SIZE, 3)
-    expected = tiny_face_generator.strip(a_rough(), 2, 9, 4)
+    expected = tiny_painter.strip(a_rough(), 2, 9, 4)
     np.testing.assert_array_equal(strip, np.concatenate(expected, axis=1))
     for k in (1, 17):
         body = {"rough": b64(a_rough()), "seed": 2, "seed_to": 9, "k": k}
@@ -310,8 +310,8 @@ def test_strip_runs_from_one_seed_to_the_other(client, tiny_face_generator):
 # --------------------------------------------------------------------------- serving
 
 
-def test_loopback_server_refuses_other_host_names(tiny_face_generator):
-    app = create_app(tiny_face_generator, allowed_hosts=["127.0.0.1", "localhost"])
+def test_loopback_server_refuses_other_host_names(tiny_painter):
+    app = create_app(tiny_painter, allowed_hosts=["127.0.0.1", "localhost"])
     with TestClient(app, base_url="http://127.0.0.1") as c:
         assert c.get("/api/info").status_code == 200
         assert c.get("/api/info", headers={"host": "attacker.example"}).status_code == 400
@@ -342,17 +342,15 @@ def test_bound_socket_sends_without_delay():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
-def test_bf16_precision_gives_nearly_the_fp32_faces(tiny_generator_file, tiny_face_generator):
-    from spade.checkpoint import load_generator
-    from spade.studio.precision import with_precision
+def test_bf16_precision_gives_nearly_the_fp32_faces(tiny_generator_file, tiny_painter):
+    from spade.painter import load_painter
 
-    model, recipe = load_generator(tiny_generator_file, torch.device("cpu"))
-    bf16 = with_precision(FaceGenerator(model, recipe, torch.device("cpu")), "bf16")
+    bf16 = load_painter(tiny_generator_file, torch.device("cpu"), "torch", "bf16")
     with TestClient(create_app(bf16)) as c:
         assert c.get("/api/info").json()["precision"] == "bf16"
         a, again = (decode_rgb(face(c, 4).content) for _ in range(2))
         np.testing.assert_array_equal(a, again)
-        fp32 = tiny_face_generator.face(a_rough(), 4)
+        fp32 = tiny_painter.face(a_rough(), 4)
         assert np.abs(a.astype(int) - fp32).mean() < 2.0
         ref = png_bytes(blob_image(np.random.default_rng(9), 40))
         r = c.post("/api/style", content=ref, headers={"content-type": "image/png"})
@@ -365,3 +363,157 @@ def test_precision_choice():
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     assert resolve_precision("auto", cpu) in ("fp32", "bf16")
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "referrer-policy")
+
+
+@pytest.mark.parametrize("rough", ["data:", "data:image/png;base64", "data:image/png,abc"])
+def test_data_urls_without_a_base64_payload_are_400(client, rough):
+    response = client.post("/api/face", json={"rough": rough, "seed": 0})
+    assert "base64 data URL" in error(response, 400)
+    assert all(h in response.headers for h in SECURITY_HEADERS)
+
+
+def test_a_server_error_still_carries_the_security_headers(tiny_painter, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    app = create_app(tiny_painter)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        monkeypatch.setattr(tiny_painter, "face", broken)
+        response = face(c, 0)
+    assert error(response, 500) == "the server failed: RuntimeError"
+    assert all(h in response.headers for h in SECURITY_HEADERS)
+
+
+def test_a_loopback_address_of_its_own_is_a_host_it_answers_to(tiny_painter):
+    from spade.studio.server import allowed_hosts
+
+    app = create_app(tiny_painter, allowed_hosts=allowed_hosts("127.0.0.2"))
+    with TestClient(app, base_url="http://127.0.0.2:8000") as c:
+        assert c.get("/api/info").status_code == 200
+    with TestClient(app, base_url="http://evil.example:8000") as c:
+        assert c.get("/api/info").status_code == 400
+    assert allowed_hosts("0.0.0.0") is None
+
+
+def test_bodies_are_parsed_and_decoded_off_the_event_loop(tiny_painter, monkeypatch):
+    import threading
+
+    import spade.studio.app as app_module
+
+    threads = []
+    real = app_module.parse_json
+
+    def recording(*args):
+        threads.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(app_module, "parse_json", recording)
+    with TestClient(create_app(tiny_painter)) as c:
+        loop_thread = c.portal.call(lambda: threading.current_thread())
+        assert face(c, 0).status_code == 200
+    assert threads and all(t is not loop_thread for t in threads)
+
+
+def raw_exchange(url: str, data: bytes, pause: float) -> bytes:
+    """Send `data` over a plain socket, wait `pause` seconds, then read what the server says
+    (b"" when it closed the connection)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(data)
+        deadline = pause
+        s.settimeout(deadline)
+        try:
+            return s.recv(65536)
+        except TimeoutError:
+            return b"still open"
+
+
+def test_slow_clients_are_cut_off(tiny_painter):
+    from spade.studio.server import running
+
+    limits = Limits(header_seconds=0.5, body_seconds=0.5)
+    with running(tiny_painter, limits=limits) as url:
+        # headers that never end: the connection is closed
+        answer = raw_exchange(url, b"POST /api/face HTTP/1.1\r\nHost: 127.0.0.1\r\n", pause=3)
+        assert answer == b""
+        # a body that never comes: 408
+        head = (
+            b"POST /api/face HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        answer = raw_exchange(url, head, pause=3)
+        assert answer.startswith(b"HTTP/1.1 408") and b"content-security-policy" in answer.lower()
+        # and a well-behaved request still works
+        assert httpx.get(url + "/api/info").status_code == 200
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_under_worst_case_uploads(tiny_generator_file, tmp_path):
+    """8 uploads at once of a 130 KB PNG that decodes to 4096² 16-bit RGBA (about 0.9 GB of
+    peak memory each, decoded naively): the server's peak stays within 300 MB of idle."""
+    import subprocess
+    import sys
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    rgba = np.zeros((4096, 4096, 4), np.uint16)
+    rgba[..., 3] = 65535
+    bomb = cv2.imencode(".png", rgba)[1].tobytes()
+    assert len(bomb) < 200_000
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spade",
+            "studio",
+            "--model",
+            str(tiny_generator_file),
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = None
+        for line in server.stderr:
+            if match := re.search(r"(http://127\.0\.0\.1:\d+)/", line):
+                url = match.group(1)
+                break
+        assert url, "the studio did not start"
+        httpx.get(url + "/api/info")
+        status = f"/proc/{server.pid}/status"
+
+        def kib(field: str) -> int:
+            with open(status) as f:
+                line = next(x for x in f if x.startswith(field))
+            return int(line.split()[1])
+
+        idle = kib("VmRSS:")
+
+        def upload(_: int) -> int:
+            headers = {"content-type": "image/png"}
+            r = httpx.post(url + "/api/prepare", content=bomb, headers=headers, timeout=120)
+            return r.status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(upload, range(8)))
+        assert codes == [200] * 8
+        peak = kib("VmHWM:")
+        time.sleep(0.5)
+        after = kib("VmRSS:")
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert (peak - idle) / 1024 < 300, f"peak {peak // 1024} MB, idle {idle // 1024} MB"
+    assert (after - idle) / 1024 < 150, f"after {after // 1024} MB, idle {idle // 1024} MB"

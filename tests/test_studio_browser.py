@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spade.generate import FaceGenerator
+from devtools.browser import CHROMIUM as CHROMIUM_BIN
+from devtools.browser import IDLE, LAUNCH_ARGS
 from spade.images import decode_rgb
-from spade.studio.browser import CHROMIUM as CHROMIUM_BIN
-from spade.studio.browser import IDLE, LAUNCH_ARGS
-from spade.studio.server import bind, make_server
+from spade.painter import Painter
+from spade.studio.server import running
 
 from conftest import blob_image, png_bytes
 
@@ -41,29 +41,10 @@ sync_api = pytest.importorskip(
 SIZE = 32
 
 
-@contextlib.contextmanager
-def serving(generator: FaceGenerator) -> Iterator[str]:
-    """The studio's real server (uvicorn) in a thread on a free loopback port: its URL."""
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = make_server(generator, "127.0.0.1", model_name="tiny test model")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:  # uvicorn's own flag
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-class SlowGenerator(FaceGenerator):
+class SlowGenerator(Painter):
     """Faces that take `delay` seconds, counting how many are computed at once."""
 
-    def __init__(self, inner: FaceGenerator, delay: float):
+    def __init__(self, inner: Painter, delay: float):
         super().__init__(inner.model, inner.recipe, inner.device)
         self.delay, self.active, self.most, self.roughs = delay, 0, 0, []
         self.lock = threading.Lock()
@@ -82,8 +63,8 @@ class SlowGenerator(FaceGenerator):
 
 
 @pytest.fixture(scope="module")
-def server_url(tiny_face_generator) -> Iterator[str]:
-    with serving(tiny_face_generator) as url:
+def server_url(tiny_painter) -> Iterator[str]:
+    with running(tiny_painter) as url:
         yield url
 
 
@@ -258,7 +239,7 @@ def test_seed_changes_the_face_and_the_same_seed_reproduces_it(page):
     assert seed == page.input_value("#seed") and seed != "7"
 
 
-def test_upload_a_rough_and_a_picture(page, tiny_face_generator):
+def test_upload_a_rough_and_a_picture(page, tiny_painter):
     mine = blob_image(np.random.default_rng(11), SIZE)
     files = {"name": "mine.png", "mimeType": "image/png", "buffer": png_bytes(mine)}
     page.set_input_files("#load-rough", files=files)
@@ -272,7 +253,7 @@ def test_upload_a_rough_and_a_picture(page, tiny_face_generator):
     page.set_input_files("#load-picture", files=photo_file)
     page.wait_for_function(f"() => document.body.dataset.canvasVersion !== '{version}'")
     wait_idle(page)
-    assert np.array_equal(pixels(page, "rough"), tiny_face_generator.prepare(photo, roughen=True))
+    assert np.array_equal(pixels(page, "rough"), tiny_painter.prepare(photo, roughen=True))
 
     junk = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"}
     page.set_input_files("#load-picture", files=junk)
@@ -280,7 +261,7 @@ def test_upload_a_rough_and_a_picture(page, tiny_face_generator):
     assert "not an image" in page.locator("#message").text_content()
 
 
-def test_style_reference_and_interpolation_strip(page, tiny_face_generator):
+def test_style_reference_and_interpolation_strip(page, tiny_painter):
     face_seed = pixels(page, "face")
     ref = {
         "name": "ref.png",
@@ -299,7 +280,7 @@ def test_style_reference_and_interpolation_strip(page, tiny_face_generator):
     page.fill("#frames", "4")
     page.click("#strip-button")
     page.wait_for_function("() => document.body.dataset.stripVersion === '1'")
-    expected = tiny_face_generator.strip(pixels(page, "rough"), 0, 5, 4)
+    expected = tiny_painter.strip(pixels(page, "rough"), 0, 5, 4)
     assert np.array_equal(pixels(page, "strip"), np.concatenate(expected, axis=1))
 
 
@@ -346,12 +327,10 @@ def test_pen_input_paints(page):
     assert not np.array_equal(painted, rough0) and (painted[26, 3:13] == blue).all()
 
 
-def test_one_request_in_flight_the_newest_canvas_wins_and_a_spinner_past_1s(
-    browser, tiny_face_generator
-):
+def test_one_request_in_flight_the_newest_canvas_wins_and_a_spinner_past_1s(browser, tiny_painter):
     """On a slow server, strokes made while a face is computed are sent once, as they ended."""
-    slow = SlowGenerator(tiny_face_generator, delay=1.3)
-    with serving(slow) as url, open_page(browser, url) as page:
+    slow = SlowGenerator(tiny_painter, delay=1.3)
+    with running(slow) as url, open_page(browser, url) as page:
         page.wait_for_function("() => document.body.dataset.busy === '1'")
         stroke(page, [(2, 2), (10, 2)])
         stroke(page, [(2, 6), (10, 6)])
@@ -361,4 +340,4 @@ def test_one_request_in_flight_the_newest_canvas_wins_and_a_spinner_past_1s(
         assert slow.most == 1  # never two faces at once
         assert len(slow.roughs) == 2  # the start, then only the newest canvas
         assert np.array_equal(slow.roughs[-1], pixels(page, "rough"))
-        assert np.array_equal(pixels(page, "face"), tiny_face_generator.face(slow.roughs[-1], 0))
+        assert np.array_equal(pixels(page, "face"), tiny_painter.face(slow.roughs[-1], 0))

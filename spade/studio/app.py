@@ -1,4 +1,4 @@
-"""The studio's ASGI app: one static page and a small JSON/PNG API over a `FaceGenerator`.
+"""The studio's ASGI app: one static page and a small JSON/PNG API over a `Painter`.
 
     GET  /                     the page (plain HTML, JS and a canvas; nothing from other hosts)
     GET  /api/info             model size, style encoder, seed range, palette, limits
@@ -8,15 +8,19 @@
     POST /api/prepare?roughen= any picture (image/*) → a rough at the model's size (PNG)
     POST /api/style            a reference face (image/*) → {z} for /api/face (needs the encoder)
 
-Errors are JSON `{"error": "…"}` with a 4xx status. Inference runs in worker threads, at most
-`Limits.workers` at once, so the event loop keeps serving; each face draws its randomness from
-its own seeded stream (`FaceGenerator.face`), so concurrent requests never change each other's
-faces. PNG responses carry a `Server-Timing` header (queue, infer, total in ms) for the page's
-latency readout and the benchmark.
+Errors are JSON `{"error": "…"}` with a 4xx status, and every response, a 500 included, carries
+the security headers. Request bodies are parsed and pictures decoded in worker threads, at most
+`Limits.decoders` at once (a big picture costs memory), and inference runs in worker threads, at
+most `Limits.workers` at once, so the event loop keeps serving; each face draws its randomness
+from its own seeded stream (`Painter.face`), so concurrent requests never change each
+other's faces. PNG responses carry a `Server-Timing` header (queue, infer, total in ms) for the
+page's latency readout and the benchmark.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -39,8 +43,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spade.config import MAX_SEED
 from spade.errors import UserError
-from spade.generate import FaceGenerator
 from spade.images import png_bytes
+from spade.painter import Painter
 from spade.studio.palette import default_rough, palette
 from spade.studio.precision import precision_of
 from spade.studio.uploads import (
@@ -58,6 +62,7 @@ from spade.studio.uploads import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+M = TypeVar("M", FaceRequest, StripRequest)
 
 STATIC = Path(__file__).parent / "static"
 # The page may load and fetch only from this server; inline scripts and styles are refused too.
@@ -67,31 +72,63 @@ CSP = (
 )
 
 
-class Studio:
-    """The state the routes share: the generator, its palette and the inference limiter."""
+def _release_memory() -> None:
+    """Hand freed heap back to the system after a big decode (glibc keeps it otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
-    def __init__(self, generator: FaceGenerator, limits: Limits, model_name: str):
-        self.gen, self.limits, self.model_name = generator, limits, model_name
-        self.precision = precision_of(generator)
-        self.palette = palette(generator.recipe)
-        self.default_rough = png_bytes(default_rough(generator.size, self.palette))
+
+class Studio:
+    """The state the routes share: the painter, its palette and the limiters."""
+
+    def __init__(self, painter: Painter, limits: Limits, model_name: str):
+        self.painter, self.limits, self.model_name = painter, limits, model_name
+        self.precision = precision_of(painter)
+        self.palette = palette(painter.recipe)
+        self.default_rough = png_bytes(default_rough(painter.size, self.palette))
         self.limiter = anyio.CapacityLimiter(limits.workers)
+        self.decode_limiter = anyio.CapacityLimiter(limits.decoders)
+
+    async def body(self, request: Request) -> bytes:
+        return await read_body(request, self.limits.max_request_bytes, self.limits.body_seconds)
+
+    async def decode(self, fn: Callable[[], T]) -> T:
+        """`fn` (parsing, decoding) in a worker thread, at most `Limits.decoders` at once."""
+
+        def call() -> T:
+            try:
+                return fn()
+            finally:
+                _release_memory()
+
+        return await anyio.to_thread.run_sync(call, limiter=self.decode_limiter)
 
     async def picture(self, request: Request) -> np.ndarray:
         """The uploaded picture (raw image/* body), bounded in bytes and pixels."""
         require_image(request)
-        body = await read_body(request, self.limits.max_request_bytes)
-        # off the event loop too: a large JPEG takes a while to decode
-        return await anyio.to_thread.run_sync(decode_picture, body, self.limits.max_side)
+        body = await self.body(request)
+        return await self.decode(lambda: decode_picture(body, self.limits.max_side))
+
+    async def rough_request(self, request: Request, model: type[M]) -> tuple[M, np.ndarray]:
+        """A JSON request holding a rough: the validated request and the decoded rough."""
+        require_json(request)
+        body = await self.body(request)
+
+        def parse() -> tuple[M, np.ndarray]:
+            req = parse_json(model, body)
+            return req, decode_rough(req.rough, self.painter.size)
+
+        return await self.decode(parse)
 
     def info(self) -> dict[str, Any]:
         return {
             "model": self.model_name,
-            "size": self.gen.size,
-            "device": str(self.gen.device),
-            "precision": self.precision,
-            "has_style_encoder": self.gen.has_style_encoder,
-            "z_dim": self.gen.model.arch.z_dim,
+            "size": self.painter.size,
+            "device": str(self.painter.device),
+            "runtime": self.painter.runner.name,
+            "precision": self.precision if self.painter.runner.name == "torch" else "fp32",
+            "has_style_encoder": self.painter.has_style_encoder,
+            "z_dim": self.painter.model.arch.z_dim,
             "max_seed": MAX_SEED,
             "palette": [c.to_json() for c in self.palette],
             "limits": {
@@ -109,7 +146,7 @@ class Studio:
             bf16 = self.precision == "bf16"
             with (
                 torch.inference_mode(),
-                torch.autocast(self.gen.device.type, dtype=torch.bfloat16, enabled=bf16),
+                torch.autocast(self.painter.device.type, dtype=torch.bfloat16, enabled=bf16),
             ):
                 return fn()
 
@@ -152,27 +189,23 @@ async def default_rough_png(request: Request) -> Response:
 
 async def face(request: Request) -> Response:
     started, studio = time.perf_counter(), _studio(request)
-    require_json(request)
-    req = parse_json(FaceRequest, await read_body(request, studio.limits.max_request_bytes))
-    rough = decode_rough(req.rough, studio.gen.size)
+    req, rough = await studio.rough_request(request, FaceRequest)
     z = None
     if req.z is not None:
-        if len(req.z) != studio.gen.model.arch.z_dim:
-            raise ApiError(422, f"z: this model's z has {studio.gen.model.arch.z_dim} numbers")
+        if len(req.z) != studio.painter.model.arch.z_dim:
+            raise ApiError(422, f"z: this model's z has {studio.painter.model.arch.z_dim} numbers")
         z = torch.tensor([req.z], dtype=torch.float32)
-    return await studio.infer(lambda: studio.gen.face(rough, req.seed, z), started)
+    return await studio.infer(lambda: studio.painter.face(rough, req.seed, z), started)
 
 
 async def strip(request: Request) -> Response:
     started, studio = time.perf_counter(), _studio(request)
-    require_json(request)
-    req = parse_json(StripRequest, await read_body(request, studio.limits.max_request_bytes))
+    req, rough = await studio.rough_request(request, StripRequest)
     if req.k > studio.limits.max_strip:
         raise ApiError(422, f"k: a strip holds 2 to {studio.limits.max_strip} faces")
-    rough = decode_rough(req.rough, studio.gen.size)
 
     def run() -> np.ndarray:
-        return np.concatenate(studio.gen.strip(rough, req.seed, req.seed_to, req.k), axis=1)
+        return np.concatenate(studio.painter.strip(rough, req.seed, req.seed_to, req.k), axis=1)
 
     return await studio.infer(run, started)
 
@@ -184,19 +217,19 @@ async def prepare(request: Request) -> Response:
     if flag not in ("0", "1"):
         raise ApiError(422, "roughen: use 0 (a rough file) or 1 (a picture to roughen)")
     rgb = await studio.picture(request)
-    return await studio.infer(lambda: studio.gen.prepare(rgb, roughen=flag == "1"), started)
+    return await studio.infer(lambda: studio.painter.prepare(rgb, roughen=flag == "1"), started)
 
 
 async def style(request: Request) -> Response:
     studio = _studio(request)
-    if not studio.gen.has_style_encoder:
+    if not studio.painter.has_style_encoder:
         raise ApiError(
             409,
             "this model has no style encoder: train with train.arch.use_vae: true "
             "to take styles from reference pictures",
         )
     rgb = await studio.picture(request)
-    z = await studio.run(lambda: studio.gen.style_z(rgb))
+    z = await studio.run(lambda: studio.painter.style_z(rgb))
     return JSONResponse({"z": z.float().flatten().tolist()})
 
 
@@ -250,13 +283,14 @@ class SecurityHeaders:
 
 
 def create_app(
-    generator: FaceGenerator,
+    painter: Painter,
     *,
     limits: Limits | None = None,
     model_name: str = "generator",
     allowed_hosts: Sequence[str] | None = None,
-) -> Starlette:
-    """The studio for one loaded generator.
+) -> ASGIApp:
+    """The studio for one painter (a loaded model), inside the security headers (outermost, so that
+    even the server-error middleware's 500 passes through them).
 
     `allowed_hosts` (Host header names) guards a loopback server against DNS rebinding: the
     CLI passes the loopback names when it binds 127.0.0.1. None accepts any Host.
@@ -272,9 +306,9 @@ def create_app(
         Route("/api/style", style, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    middleware = [Middleware(SecurityHeaders)]
+    middleware = []
     if allowed_hosts is not None:
-        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
     app = Starlette(
         routes=routes,
         middleware=middleware,
@@ -285,5 +319,5 @@ def create_app(
             Exception: server_error,
         },
     )
-    app.state.studio = Studio(generator, limits, model_name)
-    return app
+    app.state.studio = Studio(painter, limits, model_name)
+    return SecurityHeaders(app)

@@ -1,16 +1,26 @@
-"""Serving the studio with uvicorn on a socket bound up front (a busy port is one clear line)."""
+"""Serving the studio with uvicorn on a socket bound up front (a busy port is one clear line).
+
+Slow clients are cut off: a request's headers must arrive within `Limits.header_seconds`
+(`DeadlineH11`; the body has `Limits.body_seconds`, `uploads.read_body`), and at most
+`Limits.connections` are open at once (uvicorn answers the others 503).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
 import socket
+import threading
+import time
+from collections.abc import Iterator
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from spade.errors import UserError
-from spade.generate import FaceGenerator
+from spade.painter import Painter
 from spade.studio.app import create_app
 from spade.studio.precision import precision_of
 from spade.studio.uploads import Limits
@@ -50,21 +60,102 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class DeadlineH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request's headers: a client that
+    trickles them (slowloris) is disconnected instead of holding a connection for ever."""
+
+    header_seconds = Limits.header_seconds
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def _arm(self) -> None:
+        self._deadline = self.loop.call_later(self.header_seconds, self._too_slow)
+
+    def _too_slow(self) -> None:
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and not self.transport.is_closing():
+            self.transport.close()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._deadline is not None and self.cycle and not self.cycle.response_complete:
+            self._deadline.cancel()  # the headers came: the request is running
+            self._deadline = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._deadline is None:
+            self._arm()  # the next request on this connection gets its own deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+
+def allowed_hosts(host: str) -> list[str] | None:
+    """Host header names a server on `host` answers to: loopback names and the address it
+    binds when that is a loopback address (127.0.0.2 too), anything otherwise."""
+    if not is_loopback(host):
+        return None
+    return sorted({*LOOPBACK_NAMES, host, *([f"[{host}]"] if ":" in host else [])})
+
+
 def make_server(
-    generator: FaceGenerator,
+    painter: Painter,
     host: str,
     *,
     limits: Limits | None = None,
     model_name: str = "generator",
 ) -> uvicorn.Server:
     """A uvicorn server for the studio; a loopback host only answers to loopback names."""
-    allowed = list(LOOPBACK_NAMES) if is_loopback(host) else None
-    app = create_app(generator, limits=limits, model_name=model_name, allowed_hosts=allowed)
-    config = uvicorn.Config(app, log_level="info", access_log=False, lifespan="off")
+    limits = limits or Limits()
+    app = create_app(
+        painter, limits=limits, model_name=model_name, allowed_hosts=allowed_hosts(host)
+    )
+    protocol = type("StudioH11", (DeadlineH11,), {"header_seconds": limits.header_seconds})
+    config = uvicorn.Config(
+        app,
+        http=protocol,
+        log_level="info",
+        access_log=False,
+        lifespan="off",
+        limit_concurrency=limits.connections,
+        timeout_keep_alive=5,
+    )
     return uvicorn.Server(config)
 
 
-def serve(generator: FaceGenerator, host: str, port: int, *, model_name: str = "generator") -> None:
+@contextlib.contextmanager
+def running(
+    painter: Painter,
+    *,
+    limits: Limits | None = None,
+    model_name: str = "generator",
+    host: str = "127.0.0.1",
+) -> Iterator[str]:
+    """The real server in a thread on a free port, for tests, benchmarks and screenshots:
+    yields its URL, and stops it at the end."""
+    sock = bind(host, 0)
+    server = make_server(painter, host, limits=limits, model_name=model_name)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:  # uvicorn's own flag
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the studio server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def serve(painter: Painter, host: str, port: int, *, model_name: str = "generator") -> None:
     """Run the studio until Ctrl-C."""
     sock = bind(host, port)
     bound_port = sock.getsockname()[1]
@@ -74,13 +165,13 @@ def serve(generator: FaceGenerator, host: str, port: int, *, model_name: str = "
     log.info(
         "studio for %s (%d px, %s, %s): http://%s:%d/  (Ctrl-C stops it)",
         model_name,
-        generator.size,
-        generator.device,
-        precision_of(generator),
+        painter.size,
+        painter.device,
+        precision_of(painter),
         shown,
         bound_port,
     )
     # uvicorn shuts down on Ctrl-C / SIGTERM, then re-raises it: a normal stop here.
     with contextlib.suppress(KeyboardInterrupt):
-        make_server(generator, host, model_name=model_name).run(sockets=[sock])
+        make_server(painter, host, model_name=model_name).run(sockets=[sock])
     log.info("studio stopped")

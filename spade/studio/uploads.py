@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
+import anyio
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
@@ -34,20 +35,25 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what one request may ask of the server."""
+    """Bounds on what requests may ask of the server, one by one and all together."""
 
     max_request_bytes: int = 16 * MiB  # any request body (uploads, JSON with a rough)
     max_side: int = 4096  # longest side of an uploaded picture, px
     max_strip: int = 16  # faces in one interpolation strip
     workers: int = 1  # inferences at once (each uses torch's intra-op threads)
+    decoders: int = 1  # uploads parsed and decoded at once (memory: ~150 MB at 4096²)
+    body_seconds: float = 30.0  # to send a request body
+    header_seconds: float = 10.0  # to send a request's headers
+    connections: int = 64  # open at once; more are answered 503
 
 
 def _size(n: int) -> str:
     return f"{n / MiB:.1f} MiB" if n >= MiB else f"{n / 1024:.0f} KiB"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `limit`."""
+async def read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit`, and with
+    408 if it takes longer than `seconds` to arrive (a client trickling it holds a connection)."""
     declared = request.headers.get("content-length")
     too_big = f"the request is larger than the studio accepts ({_size(limit)})"
     if declared is not None:
@@ -56,11 +62,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise ApiError(413, f"{too_big}: {_size(int(declared))}")
     chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise ApiError(413, too_big)
-        chunks.append(chunk)
+    with anyio.move_on_after(seconds) as deadline:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise ApiError(413, too_big)
+            chunks.append(chunk)
+    if deadline.cancelled_caught:
+        raise ApiError(408, f"the request body took longer than {seconds:g} s to arrive")
     if total == 0:
         raise ApiError(400, "the request is empty: send an image")
     return b"".join(chunks)
@@ -109,7 +118,12 @@ def decode_picture(data: bytes, max_side: int) -> np.ndarray:
 
 def decode_rough(text: str, size: int) -> np.ndarray:
     """A rough sent as base64 PNG (a data: URL or bare): exactly the model's size."""
-    payload = text.split(",", 1)[1] if text.startswith("data:") else text
+    if text.startswith("data:"):
+        header, comma, payload = text.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise ApiError(400, "the rough is not a base64 data URL (data:image/png;base64,…)")
+    else:
+        payload = text
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):

@@ -542,7 +542,8 @@ async function start() {
     setSize(Math.max(2, Math.round(size / 16)));
     $("seed").max = $("seed-to").max = String(info.max_seed);
     $("frames").max = String(info.limits.max_strip);
-    $("model-info").textContent = `${info.model} · ${size}×${size} px · ${info.device} · ${info.precision}`;
+    $("model-info").textContent =
+      `${info.model} · ${size}×${size} px · ${info.runtime} on ${info.device} · ${info.precision}`;
     buildPalette(info.palette);
     setUpStyle();
     const initial = await fetchOk("/api/default-rough");

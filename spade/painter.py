@@ -1,0 +1,115 @@
+"""The painter: a loaded model and its recipe, turning one rough (or picture) into one face.
+
+`Painter` is the model-side API of `spade generate` and the studio: every call takes its
+randomness from its own seeded stream, so concurrent callers never change each other's faces and
+the same seed always gives the same face. z is the stream's first draw and the per-layer noise
+follows it, also when z is given (interpolation, style), so the face of `seed` is the start of
+every strip from `seed`. The randomness is drawn here, on the CPU, and handed to a runner
+(`spade.runtime`: PyTorch, ONNX Runtime or OpenVINO), so every runtime paints a seed's face.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spade.checkpoint import load_generator
+from spade.config import Recipe
+from spade.data import to_images, to_model
+from spade.errors import UserError
+from spade.images import resize_square
+from spade.inference import seeded
+from spade.networks import FaceModel, RandomStream
+from spade.roughen import roughen_image
+from spade.runtime import PRECISIONS, Runner, TorchRunner, make_runner
+
+MAX_INTERPOLATE = 64  # faces in one strip
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation, the usual path between two Gaussian latents."""
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+class Painter:
+    """A loaded generator with its recipe: rough (or picture) → face at the model's size.
+
+    `runner` computes the faces (PyTorch on `device` by default); the style encoder, used once
+    per reference picture, always runs in PyTorch.
+    """
+
+    def __init__(
+        self,
+        model: FaceModel,
+        recipe: Recipe,
+        device: torch.device,
+        runner: Runner | None = None,
+    ):
+        self.model, self.recipe, self.device = model, recipe, device
+        self.size = model.image_size
+        self.runner = runner or TorchRunner(model)
+
+    @property
+    def has_style_encoder(self) -> bool:
+        return self.model.encoder is not None
+
+    def prepare(self, rgb: np.ndarray, roughen: bool = False) -> np.ndarray:
+        """Any RGB picture → a rough at the model's size (roughened with the model's recipe)."""
+        img = resize_square(rgb, self.size)
+        return roughen_image(img, self.recipe) if roughen else img
+
+    def _draw_z(self, rng: RandomStream) -> torch.Tensor:
+        """A seed's z: the first draw of its stream, on the CPU."""
+        return rng.randn(1, self.model.arch.z_dim, device=torch.device("cpu"))
+
+    def z_for_seed(self, seed: int) -> torch.Tensor:
+        return self._draw_z(seeded(seed))
+
+    @torch.inference_mode()
+    def style_z(self, rgb: np.ndarray) -> torch.Tensor:
+        """z of a reference face: the style encoder's mean."""
+        if not self.has_style_encoder:
+            raise UserError(
+                "style from a reference needs a model with the style encoder: "
+                "train with train.arch.use_vae: true"
+            )
+        mu, _ = self.model.encoder(to_model(resize_square(rgb, self.size)[None], self.device))
+        return mu.cpu()
+
+    @torch.inference_mode()
+    def face(self, rough: np.ndarray, seed: int, z: torch.Tensor | None = None) -> np.ndarray:
+        """One face; z defaults to the seed's own."""
+        rng = seeded(seed)
+        own_z = self._draw_z(rng)  # drawn even when z is given: the noise follows it
+        z = own_z if z is None else z
+        noise = self.model.generator.draw_noise(rng, 1, torch.device("cpu"))
+        fake = self.runner(to_model(rough[None], torch.device("cpu")), z.float(), noise)
+        return to_images(fake)[0]
+
+    def strip(self, rough: np.ndarray, seed: int, seed_to: int, k: int) -> list[np.ndarray]:
+        """k faces along the path from the z of `seed` to the z of `seed_to`."""
+        z_a, z_b = self.z_for_seed(seed), self.z_for_seed(seed_to)
+        return [self.face(rough, seed, slerp(z_a, z_b, float(t))) for t in np.linspace(0, 1, k)]
+
+
+def load_painter(
+    path: Path, device: torch.device, runtime: str = "auto", precision: str = "fp32"
+) -> Painter:
+    """A model file, ready to paint: on `device`, through `runtime` (`spade.runtime`)."""
+    model, recipe = load_generator(path, device)
+    runner = make_runner(runtime, model, Path(path), PRECISIONS[precision])
+    return Painter(model, recipe, device, runner)
+
+
+STUDENT, TEACHER = Path("models/student.pt"), Path("models/generator.pt")
+
+
+def default_model(device: torch.device) -> Path:
+    """The model to paint with when none is named: on a CPU the distilled student when there is
+    one (fast enough to paint with), else the teacher."""
+    return STUDENT if device.type == "cpu" and STUDENT.is_file() else TEACHER
