@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test lint format bench studio gpu-check
+.PHONY: setup repro test test-fast lint format bench studio gpu-check
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,11 +21,14 @@ setup: $(STAMP)
 repro: setup  ## run the whole pipeline (the demo by default)
 	PATH=$(CURDIR)/$(BIN):$$PATH dvc repro
 
-test: setup  ## the test suite (CPU; GPU tests skip without CUDA)
+test: setup  ## the whole test suite, as CI runs it (CPU; GPU tests skip without CUDA)
 	PATH=$(CURDIR)/$(BIN):$$PATH pytest
 
+test-fast: setup  ## the edit-test loop: the suite without the `slow` (dvc CLI) and `browser` tests
+	PATH=$(CURDIR)/$(BIN):$$PATH pytest -m "not slow and not browser"
+
 studio: setup  ## paint roughs in the browser: http://127.0.0.1:8000/ (after `make repro`)
-	PATH=$(CURDIR)/$(BIN):$$PATH python -m spade studio --model models/generator.pt
+	PATH=$(CURDIR)/$(BIN):$$PATH python -m spade studio
 
 lint: setup
 	$(BIN)/ruff check .
@@ -39,6 +42,7 @@ bench: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/roughen.py
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/train.py
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/fid.py
+	PATH=$(CURDIR)/$(BIN):$$PATH python bench/studio.py
 
 gpu-check: setup  ## prove the GPU path (tests, 256 px rehearsal, throughput, NVlabs side by side)
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/gpu_check.py

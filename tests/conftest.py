@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny image sets and a packed-data folder as the data stages write it."""
+"""Shared fixtures and helpers: tiny image sets, a packed-data folder as the data stages write
+it, the tiny training parameters (presets/tiny.yaml over params.yaml: one source for every test
+and the GPU check's smoke run), and running stages as processes."""
 
 from __future__ import annotations
 
@@ -9,9 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from devtools.scratch import ROOT, preset
+from spade.config import Recipe
+from spade.train import TrainPaths
+
+TINY_PARAMS = preset("params.yaml", "presets/tiny.yaml")
+TINY = TINY_PARAMS["train"]  # TrainConfig(**TINY): tiny networks, two short epochs
+ARCH = TINY["arch"]
+RECIPE = Recipe(**TINY_PARAMS["roughen"]["recipe"])
+DEMO_RECIPE = Recipe(**preset("params.yaml")["roughen"]["recipe"])  # what studio users meet
 
 
 def blob_image(rng: np.random.Generator, size: int = 32) -> np.ndarray:
@@ -45,12 +57,11 @@ def image_folder(tmp_path: Path) -> Path:
 
 
 def write_pair_data(root: Path, n_train: int = 24, n_test: int = 8, size: int = 32) -> Path:
-    """data/sampled + data/roughs as the data stages write them (demo faces, real recipe)."""
-    from spade.config import Recipe
+    """data/sampled + data/roughs as the data stages write them (demo faces, the tiny recipe)."""
     from spade.roughen import roughen_image
     from spade.synthetic import render_face
 
-    recipe = Recipe(median_before=3, spatial_radius=8, color_radius=40, max_level=1, median_after=3)
+    recipe = RECIPE
     for split, n, offset in (("train", n_train, 0), ("test", n_test, 1000)):
         images = np.stack([render_face(0, offset + i, size) for i in range(n)])
         roughs = np.stack([roughen_image(im, recipe) for im in images])
@@ -65,46 +76,19 @@ def pair_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_pair_data(tmp_path_factory.mktemp("pairs") / "data")
 
 
-def copy_repo(dest: Path) -> Path:
-    """A temp copy of the repository's tracked and new files (no data, cache or venv)."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    for rel in files:
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    return dest
-
-
-# The demo's recipe (params.yaml), the one a studio user meets first.
-STUDIO_RECIPE = {
-    "median_before": 3,
-    "spatial_radius": 13,
-    "color_radius": 52,
-    "max_level": 1,
-    "median_after": 5,
-}
-
-
 def write_tiny_generator(path: Path, size: int = 32, use_vae: bool = True) -> Path:
     """A randomly initialised (fixed torch seed) tiny generator file: enough to serve faces."""
     import torch
 
     from spade.checkpoint import write_generator
-    from spade.config import GeneratorArch, Recipe
-    from spade.networks import StyledGenerator
+    from spade.config import GeneratorArch
+    from spade.networks import FaceModel
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
         arch = GeneratorArch(ngf=4, spade_hidden=8, z_dim=8, nef=4, use_vae=use_vae)
-        model = StyledGenerator(arch, size).eval()
-    write_generator(path, model, Recipe(**STUDIO_RECIPE))
+        model = FaceModel(arch, size).eval()
+    write_generator(path, model, DEMO_RECIPE)
     return path
 
 
@@ -114,20 +98,21 @@ def tiny_generator_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_face_generator(tiny_generator_file: Path):
+def tiny_painter(tiny_generator_file: Path):
     """The tiny generator loaded on the CPU, as `spade studio` loads it."""
     import torch
 
     from spade.checkpoint import load_generator
-    from spade.generate import FaceGenerator
+    from spade.painter import Painter
 
     device = torch.device("cpu")
     model, recipe = load_generator(tiny_generator_file, device)
-    return FaceGenerator(model, recipe, device)
+    return Painter(model, recipe, device)
 
 
-def launch_stage(name: str, cwd: Path, **env: str) -> subprocess.Popen:
-    """`python stages/<name>.py` in `cwd` as a child process, stdout and stderr together."""
+def launch_stage(name: str, cwd: Path, *, own_group: bool = False, **env: str) -> subprocess.Popen:
+    """`python stages/<name>.py` in `cwd` as a child process, stdout and stderr together;
+    `own_group`: in a process group of its own (its pid), as a batch job or `timeout` runs it."""
     import os
     import sys
 
@@ -138,4 +123,65 @@ def launch_stage(name: str, cwd: Path, **env: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=own_group,
     )
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group is left (zombies of exited children do not count)."""
+    import os
+
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+def paths_in(tmp: Path, data: Path) -> TrainPaths:
+    """A training run's files under `tmp`, reading `data`."""
+    return TrainPaths(
+        data=data,
+        checkpoint=tmp / "models/checkpoint.pt",
+        generator=tmp / "models/generator.pt",
+        live_dir=tmp / "dvclive",
+        metrics=tmp / "metrics/train.json",
+        discriminator=tmp / "models/discriminator.pt",
+    )
+
+
+def stage_dir(tmp: Path, data: Path, section: str = "train", **overrides) -> Path:
+    """A working directory as `dvc repro` sees it: the tiny params.yaml (with `overrides` in
+    `section`) and a copy of data/."""
+    params = TINY_PARAMS | {section: TINY_PARAMS[section] | overrides}
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copytree(data, tmp / "data")
+    return tmp
+
+
+def wait_for_checkpoint(proc, path: Path, min_step: int, timeout: float = 120) -> int:
+    """The step of the first checkpoint at `path` at `min_step` or later, while `proc` runs."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        if path.is_file():
+            step = torch.load(path, weights_only=True)["step"]
+            if step >= min_step:
+                return step
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def state_dicts_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

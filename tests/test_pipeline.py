@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,38 +10,29 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_repo
+from devtools.scratch import dvc_env as scratch_env
+from devtools.scratch import scratch_repo
+
+from conftest import TINY_PARAMS
 
 pytestmark = pytest.mark.slow
+GIT_ID = ("-c", "user.name=test", "-c", "user.email=test@localhost")
 
-TINY_PARAMS = {
-    "demo": {"count": 48, "size": 64},
-    "sample": {"n_images": 40, "test_fraction": 0.2, "image_size": 32},
-    "roughen": {
-        "recipe": {"median_before": 3, "spatial_radius": 8, "median_after": 3},
-        "n_jobs": 2,
-    },
-    "train": {
-        "arch": {"ngf": 4, "spade_hidden": 8, "z_dim": 8},
-        "disc": {"ndf": 4, "n_layers": 2},
-        "batch_size": 8,
-        "epochs": 1,
-        "decay_epochs": 0,
-        "num_workers": 0,
-        "log_every": 1,
-        "bn_batches": 2,
-        "n_samples": 4,
-    },
-    "features": {"batch_size": 8, "device": "cpu"},
-    "evaluate": {"kid_subsets": 10, "grid_rows": 4},
-}
-EVAL_FIELDS = {
+MODEL_FIELDS = {
     "fid",
     "kid_mean",
     "kid_std",
     "l1",
+    "l1_seed",
     "psnr",
     "ssim",
+    "worse_than_rough",
+    "diversity",
+    "diversity_style",
+    "style_spread",
+    "style_control",
+}
+EVAL_FIELDS = MODEL_FIELDS | {
     "fid_rough",
     "kid_mean_rough",
     "kid_std_rough",
@@ -54,18 +43,15 @@ EVAL_FIELDS = {
     "fid_reliable",
     "feature_network",
     "note",
-    "worse_than_rough",
-    "diversity",
+    "style_probe_accuracy",
+    "style_control_chance",
+    "style_spread_data",
+    "student",
 }
 
 
 def dvc_env(cwd: Path) -> dict[str, str]:
-    return os.environ | {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "SPADE_ROUGHEN_CACHE": str(cwd / ".cache/roughen"),
-        "DVC_NO_ANALYTICS": "1",
-        "OMP_NUM_THREADS": "1",
-    }
+    return scratch_env(cwd, OMP_NUM_THREADS="1")
 
 
 def sh(cwd: Path, *cmd: str) -> str:
@@ -75,25 +61,9 @@ def sh(cwd: Path, *cmd: str) -> str:
     return proc.stdout
 
 
-def merge(base: dict, update: dict) -> dict:
-    """`base` with `update`'s values, nested sections merged key by key."""
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = merge(base.get(k, {}), v) if isinstance(v, dict) else v
-    return out
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    root = copy_repo(tmp_path_factory.mktemp("repo"))
-    for path in ("metrics", "dvclive", "data", "models"):  # results of the demo run
-        shutil.rmtree(root / path, ignore_errors=True)
-    (root / "dvc.lock").unlink(missing_ok=True)
-    params = merge(yaml.safe_load((root / "params.yaml").read_text()), TINY_PARAMS)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    root = scratch_repo(tmp_path_factory.mktemp("repo"), TINY_PARAMS)
     sh(root, "dvc", "repro")
     return root
 
@@ -106,6 +76,8 @@ def lock_outs(root: Path, stages: tuple[str, ...]) -> dict:
 def test_repro_writes_every_metric(repo):
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     assert set(metrics) == EVAL_FIELDS
+    assert set(metrics["student"]) == MODEL_FIELDS  # the student beside the teacher
+    assert set(metrics["style_control"]) == {"shading", "eyes", "hair", "background", "mean"}
     assert metrics["n_images"] == 8 and metrics["fid_reliable"] is False
     assert "KID" in metrics["note"] and "tf-inception" in metrics["feature_network"]
     train = json.loads((repo / "metrics/train.json").read_text())
@@ -175,10 +147,10 @@ def test_speed_knobs_rerun_nothing(repo):
 def test_artifacts_travel_through_a_remote(repo, tmp_path):
     """Push from a clone that ran the pipeline; a fresh clone pulls and reruns nothing."""
     store, origin = tmp_path / "store", tmp_path / "origin.git"
-    sh(tmp_path, "git", "init", "-q", "--bare", str(origin))
+    sh(tmp_path, "git", "init", "-q", "--bare", "--initial-branch=main", str(origin))
     sh(repo, "dvc", "remote", "add", "-f", "-d", "store", str(store))
     sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results")
+    sh(repo, "git", *GIT_ID, "commit", "-qm", "results")
     sh(repo, "dvc", "push")
     sh(repo, "git", "push", "-q", str(origin), "HEAD:refs/heads/main")
 
@@ -191,3 +163,41 @@ def test_artifacts_travel_through_a_remote(repo, tmp_path):
     sh(fresh, sys.executable, "-m", "spade", "export", str(rough), "roughs", "--limit", "1")
     sh(fresh, sys.executable, "-m", "spade", "generate", "roughs/000000.png", "--out", "faces")
     assert (fresh / "faces/000000.png").is_file()
+    # the models by name and version (a GTO tag), from the remote, without a clone or a run
+    for name in ("face-generator", "face-student"):
+        sh(repo, "git", *GIT_ID, "tag", "-a", f"{name}@v0.1.0", "-m", "registered")
+    sh(repo, "git", "push", "-q", "--tags", str(origin))
+    for name, path in (("face-generator", "generator.pt"), ("face-student", "student.pt")):
+        got = tmp_path / "got" / path
+        sh(tmp_path, "dvc", "artifacts", "get", str(origin), name, "-o", str(got))
+        assert got.read_bytes() == (repo / "models" / path).read_bytes()
+
+
+def test_a_refused_stage_says_how_to_restore_and_persist_outputs_are_kept(repo):
+    """DVC deletes a stage's outputs before its command runs, unless they are `persist`: the
+    trained models are kept through a failed run; a data stage's failure names the command
+    that brings its outputs back."""
+    params = (repo / "params.yaml").read_text()
+    model = (repo / "models/generator.pt").read_bytes()
+    raw = yaml.safe_load(params)
+    try:
+        raw["train"]["batch_size"] = 1000  # legal, but more than the training images
+        raw["features"]["device"] = "cuda"  # refused without CUDA
+        (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        for stage, kept in (("train", True), ("features", False)):
+            proc = subprocess.run(
+                ["dvc", "repro", "-s", stage],
+                cwd=repo,
+                capture_output=True,
+                text=True,
+                env=dvc_env(repo),
+            )
+            out = proc.stdout + proc.stderr
+            assert proc.returncode != 0 and "Traceback" not in out, out
+            assert (f"dvc checkout {stage}" in out) is not kept, out
+        assert (repo / "models/generator.pt").read_bytes() == model  # persist: still there
+        assert not (repo / "data/features").exists()  # DVC removed it, as the message said
+    finally:
+        (repo / "params.yaml").write_text(params)
+    sh(repo, "dvc", "checkout", "features")
+    assert "up to date" in sh(repo, "dvc", "status")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from spade.config import Params
 
@@ -90,22 +91,47 @@ def output_params(section: str) -> list[str]:
     return [f"{section}.{k}" for k in type(model).model_fields if k not in model.SPEED_KEYS]
 
 
-# The sections each stage reads (the code is the truth; this table mirrors stages/*.py).
-READS = {
-    "params": [],
-    "demo": ["demo"],
-    "sample": ["sample"],
-    "roughen": ["roughen"],
-    "train": ["train", "roughen.recipe"],
-    "features": ["features"],
-    "evaluate": ["evaluate", "features"],
-}
+def sections_read(script: Path) -> set[str]:
+    """The params a stage script reads, found in its code: `<params>.<section>` where `<params>`
+    is `load_params()` or a name bound to it; `<params>.<section>.<nested section>` reads only
+    the nested section (`params.roughen.recipe`), unless the whole section is read too."""
+    tree = ast.parse(script.read_text())
+    bound = {
+        target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and _is_load_params(node.value)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    parents = {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    read = set()
+    for node in ast.walk(tree):
+        params = node.value if isinstance(node, ast.Attribute) else None
+        if params is None or not (
+            _is_load_params(params) or (isinstance(params, ast.Name) and params.id in bound)
+        ):
+            continue
+        parent = parents.get(id(node))
+        nested = parent.attr if isinstance(parent, ast.Attribute) else None
+        read.add(f"{node.attr}.{nested}" if _is_model(node.attr, nested) else node.attr)
+    return {r for r in read if "." not in r or r.split(".")[0] not in read}
+
+
+def _is_load_params(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and getattr(node.func, "id", None) == "load_params"
+
+
+def _is_model(section: str, key: str | None) -> bool:
+    """Whether `<section>.<key>` is a nested section (a model, not a value)."""
+    field = Params.model_fields[section].annotation.model_fields.get(key or "")
+    annotation = field.annotation if field is not None else None
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_params_are_exactly_the_output_keys(name):
     expected: list[str] = []
-    for section in READS[name]:
+    for section in sections_read(script_of(STAGES[name])):
         expected += [section] if "." in section else output_params(section)
     assert sorted(STAGES[name].get("params", [])) == sorted(expected)
 
@@ -115,3 +141,30 @@ def test_speed_keys_are_not_dependencies():
     for key in ("roughen.n_jobs", "roughen.batch_size", "train.num_workers", "train.log_every"):
         assert key not in deps
     assert {"train.arch", "train.disc", "train.lr_g", "roughen.recipe"} <= deps
+
+
+def test_the_committed_lock_describes_the_committed_code():
+    """`dvc status` names no changed code or params dependency: the metrics in git are those of
+    the code in git (a code change needs `dvc repro` before its commit). Data that a fresh clone
+    lacks (not pulled) is not a change of this kind."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    stale = [
+        f"{stage}: {path}"
+        for stage, changes in json.loads(proc.stdout or "{}").items()
+        for change in changes
+        if isinstance(change, dict)
+        for path, what in change.get("changed deps", {}).items()
+        if what == "modified" and (path.endswith(".py") or path.startswith(("params", "spade/")))
+    ]
+    assert not stale, f"dvc.lock is older than the code: run `dvc repro` and commit it: {stale}"
