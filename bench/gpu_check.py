@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,34 +42,20 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
-from bench.train import FULL_NETS, TINY_NETS, compare  # noqa: E402
+from bench.train import FULL_NETS, PRESETS_PATH, TINY_NETS, TRAINERS_PATH, compare  # noqa: E402
+from devtools.scratch import dvc_env, preset, scratch_repo  # noqa: E402
 from spade.train import speed_flags  # noqa: E402
 
 log = logging.getLogger("gpu-check")
 
 RESULTS = ROOT / "bench/results/gpu-check.json"
-STAGES = ("params", "demo", "sample", "roughen", "train", "features", "evaluate")
+STAGES = ("params", "demo", "sample", "roughen", "train", "distill", "features", "evaluate")
 FULL_PRESET_IMAGES, FULL_PRESET_EPOCHS = 18_000, 37
 ANCHOR_REPO = ROOT / ".anchors/nvlabs-spade"
 ANCHOR_HARNESS = [
     ROOT / ".anchors/nvlabs_spade_step.py",
     ROOT / "../shared/anchors/nvlabs_spade_step.py",
 ]
-SMOKE_PARAMS = {
-    "demo": {"count": 40, "size": 64},
-    "sample": {"n_images": 40, "test_fraction": 0.2, "image_size": 32},
-    "roughen": {"recipe": {"median_before": 3, "spatial_radius": 8, "median_after": 3}},
-    "train": TINY_NETS | {"batch_size": 8, "num_workers": 0, "bn_batches": 2, "log_every": 1},
-    "features": {"batch_size": 8},
-    "evaluate": {"kid_subsets": 10, "diversity_k": 2},
-}
-
-
-def merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = merge(base.get(k, {}), v) if isinstance(v, dict) else v
-    return out
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900):
@@ -105,55 +90,12 @@ def gpu_tests(smoke: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------- 2. rehearsal
 
 
-HAVE_GIT = shutil.which("git") is not None
-NOT_COPIED = (".git", ".venv", ".whl", ".gpu", ".anchors", ".cache", "data", "models", "out")
-
-
-def copy_repo(dest: Path) -> None:
-    """The project's own files (what git tracks, or everything but data, caches and
-    environments where the checkout has no git)."""
-    if HAVE_GIT and (ROOT / ".git").exists():
-        files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT)
-        for rel in files.split():
-            src = ROOT / rel
-            if src.is_file():
-                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dest / rel)
-    else:
-        shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(*NOT_COPIED, "__pycache__"))
-
-
-def init_scm(repo: Path, env: dict[str, str]) -> None:
-    """A git repository with one commit (dvclive wants one), or DVC without git."""
-    if HAVE_GIT:
-        run(["git", "init", "-q"], repo)
-        run(["git", "add", "-A"], repo)
-        git_id = ["-c", "user.name=gpu-check", "-c", "user.email=gpu-check@localhost"]
-        run(["git", *git_id, "commit", "-qm", "rehearsal"], repo)
-    else:
-        run(["dvc", "config", "core.no_scm", "true"], repo, env)
-
-
 def rehearsal(smoke: bool) -> dict[str, Any]:
-    params = yaml.safe_load((ROOT / "presets/rehearsal.yaml").read_text())
-    if smoke:
-        params = merge(params, SMOKE_PARAMS)
+    layers = ["presets/full.yaml", "presets/rehearsal.yaml", *(["presets/tiny.yaml"] * smoke)]
+    params = preset(*layers)
     with tempfile.TemporaryDirectory(prefix="spade-rehearsal-") as tmp:
-        repo = Path(tmp) / "repo"
-        copy_repo(repo)
-        for results in ("metrics", "dvclive"):  # the committed demo results
-            shutil.rmtree(repo / results)
-        (repo / "dvc.lock").unlink()
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        env = os.environ | {
-            "SPADE_ROUGHEN_CACHE": str(Path(tmp) / "cache"),  # from scratch: measure roughen
-            "PYTHONPATH": os.pathsep.join(
-                [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
-            ),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "DVC_NO_ANALYTICS": "1",
-        }
-        init_scm(repo, env)
+        repo = scratch_repo(Path(tmp) / "repo", params)
+        env = dvc_env(repo)  # an empty roughen cache of its own: roughen is measured
         seconds, notes = {}, {}
         for stage in STAGES:
             t0 = time.perf_counter()
@@ -183,9 +125,6 @@ def rehearsal(smoke: bool) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- 3-4. training
-
-
-TRAINERS_PATH = "+ fused Adam (the trainer's path)"
 
 
 def training_throughput(smoke: bool, device: torch.device, with_compile: bool) -> dict[str, Any]:
@@ -233,10 +172,12 @@ def anchor(smoke: bool, device: torch.device, ours: dict[str, Any]) -> dict[str,
         line = next(x for x in reversed(out.splitlines()) if re.search(r"[\d.]+ img/s", x))
         rate = float(re.search(r"([\d.]+) img/s", line).group(1))
         row = {"anchor_images_per_s": rate, "line": line}
-        mine = ours.get(f"batch_{batch}", {}).get(TRAINERS_PATH, {})
-        if "images_per_s" in mine:
-            row |= {"ours_images_per_s": mine["images_per_s"]}
-            row["ratio"] = round(mine["images_per_s"] / rate, 2)
+        rows = ours.get(f"batch_{batch}", {})
+        for key, variant in (("ratio", TRAINERS_PATH), ("ratio_presets", PRESETS_PATH)):
+            mine = rows.get(variant, {})
+            if "images_per_s" in mine:
+                row[f"ours_{key}_images_per_s"] = mine["images_per_s"]
+                row[key] = round(mine["images_per_s"] / rate, 2)
         results[f"batch_{batch}"] = row
     return results
 
@@ -248,24 +189,31 @@ def evaluation_throughput(smoke: bool, device: torch.device) -> dict[str, Any]:
     """Inception features, and the torch roughen engine (Triton kernels and plain torch on
     CUDA), images/s at the seed's size; the roughs are checked against OpenCV."""
     from spade.config import Recipe
-    from spade.metrics import extract_features
+    from spade.metrics.inception import extract_features
     from spade.synthetic import render_face
 
-    n, size = (4, 64) if smoke else (256, 256)
-    faces = np.stack([render_face(2, i, size) for i in range(n)])
+    n, size, batch = (4, 64, 2) if smoke else (1024, 256, 256)
+    faces = np.stack([render_face(2, i % 64, size) for i in range(n)])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    extract_features(faces[:2], device=device, batch_size=2, progress=False)  # load, warm up
-    t0 = time.perf_counter()
-    extract_features(faces, device=device, batch_size=64, progress=False)
+    t0 = time.perf_counter()  # loading, cuDNN's algorithm choice for this batch shape
+    extract_features(faces[:batch], device=device, batch_size=batch, progress=False)
     sync()
-    results: dict[str, Any] = {"inception_images_per_s": round(n / (time.perf_counter() - t0), 1)}
+    warmup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    extract_features(faces, device=device, batch_size=batch, progress=False)
+    sync()
+    results: dict[str, Any] = {
+        "inception_steady_images_per_s": round(n / (time.perf_counter() - t0), 1),
+        "inception_warmup_s": round(warmup, 2),
+        "inception_batch": batch,
+    }
     recipe = Recipe(median_before=3, spatial_radius=8, median_after=3) if smoke else Recipe()
     paths = {"roughen_plain_torch": False}
     if device.type == "cuda":
         paths = {"roughen_triton": True} | paths
     problems = []
     for name, triton in paths.items():
-        count = n if triton else max(2, n // 16)  # the plain-torch path is the slow one
+        count = min(n, 256) if triton else max(2, n // 64)  # plain torch is the slow one
         try:
             results[name] = roughen_rate(faces, recipe, device, triton, count)
         except Exception as e:
@@ -280,7 +228,7 @@ def roughen_rate(
     faces: np.ndarray, recipe, device: torch.device, triton: bool, n: int
 ) -> dict[str, Any]:
     from spade.roughen import roughen_image
-    from spade.roughen_torch import roughen_torch
+    from spade.roughen.torch_engine import roughen_torch
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
@@ -307,16 +255,11 @@ def roughen_rate(
 
 
 def studio_latency(smoke: bool, device: torch.device) -> dict[str, Any]:
-    """The studio's server-side time per face (p50/p95) and requests/s with 4 clients."""
-    from bench.studio import bench_one
+    """The studio's server-side time per face (p50/p95), teacher and student, per runtime."""
+    from bench.studio import run
 
-    sizes, n = ((64,), 3) if smoke else ((64, 256), 40)
-    results = {}
-    for size in sizes:
-        for precision in ("fp32",) if smoke else ("fp32", "bf16"):
-            r = bench_one(size, device, precision, n, workers=1)
-            results[f"{size}px_{precision}"] = {k: round(v, 1) for k, v in r.items()}
-    return results
+    presets, n = (["demo"], 3) if smoke else (["full", "demo"], 40)
+    return {"rows": run(presets, [device], n, clients=not smoke)}
 
 
 # --------------------------------------------------------------------------- the report
@@ -332,13 +275,15 @@ def table(report: dict[str, Any]) -> str:
             for variant, row in rows.items():
                 rate = row.get("images_per_s", row.get("error", ""))
                 mem = f"{row['peak_gib']} GiB" if "peak_gib" in row else ""
-                lines.append(f"    {key:<9} {variant:<36} {rate} img/s {mem}")
+                mfu = f"MFU {row['mfu']:.1%}" if "mfu" in row else ""
+                lines.append(f"    {key:<9} {variant:<44} {rate} img/s {mfu} {mem}")
     for key, row in report["steps"].get("anchor", {}).get("result", {}).items():
-        if isinstance(row, dict) and "ratio" in row:
-            lines.append(
-                f"    anchor {key}: ours {row['ours_images_per_s']} vs NVlabs "
-                f"{row['anchor_images_per_s']} img/s = {row['ratio']}x"
-            )
+        for ratio in ("ratio", "ratio_presets"):
+            if isinstance(row, dict) and ratio in row:
+                lines.append(
+                    f"    anchor {key} {ratio}: ours {row[f'ours_{ratio}_images_per_s']} vs "
+                    f"NVlabs {row['anchor_images_per_s']} img/s = {row[ratio]}x"
+                )
     return "\n".join(lines)
 
 

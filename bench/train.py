@@ -2,8 +2,12 @@
 
 Variants, each measured in the same run on the same random batch: plain fp32 (contiguous
 tensors, no autocast, the classic Adam), then one speed-up switch added at a time:
-channels_last, bf16 autocast (CUDA), fused Adam (CUDA), torch.compile (CUDA, opt-in). Prints
-images/s, the speed-up over fp32 and, on CUDA, the peak memory of each.
+channels_last, bf16 autocast (CUDA), fused Adam (CUDA), torch.compile (CUDA, opt-in), and the
+trainer's path with the presets' own options (z at every layer and the style encoder). Prints
+images/s, the speed-up over fp32, the model FLOPs utilisation (FLOPs per training image from
+`torch.utils.flop_counter`, times images/s, over the GPU's dense peak: bf16 for autocast rows,
+TF32 otherwise; achieved TFLOP/s on the CPU) and, on CUDA, the peak memory of each. The networks
+are the presets' (presets/full.yaml on the GPU, the demo's params.yaml on the CPU).
 
     python bench/train.py                          # CPU at 64 px (demo networks) + GPU rows
     python bench/train.py --gpu-batches 4 16 --compile
@@ -22,25 +26,30 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from spade.config import TrainConfig
+from devtools.scratch import preset
+from spade.config import TrainConfig, load_params
 from spade.dist import DistEnv
-from spade.train import speed_flags, train_step
+from spade.steps import train_step
+from spade.train import speed_flags
 from spade.train_state import build_train_state
 
 log = logging.getLogger("bench.train")
 
-DEMO_NETS = {
-    "arch": {"ngf": 16, "spade_hidden": 32, "z_dim": 64},
-    "disc": {"ndf": 16, "n_layers": 3, "num_d": 2},
-}
-FULL_NETS = {
-    "arch": {"ngf": 64, "spade_hidden": 128, "z_dim": 256},
-    "disc": {"ndf": 64, "n_layers": 4, "num_d": 2},
-}
-TINY_NETS = {
-    "arch": {"ngf": 4, "spade_hidden": 8, "z_dim": 8},
-    "disc": {"ndf": 4, "n_layers": 2, "num_d": 2},
-}
+ROOT = Path(__file__).resolve().parents[1]
+# Dense peak TFLOP/s (bf16, TF32) of the GPUs this project has run on, from their data sheets.
+PEAK_TFLOPS = {"H100": (989.4, 494.7), "H200": (989.4, 494.7), "A100": (312.0, 156.0)}
+
+
+def preset_nets(path: Path) -> dict:
+    """The networks of a preset (its generator without the options a variant switches)."""
+    train = load_params(path).train
+    arch = train.arch.model_dump() | {"z_every_layer": False, "use_vae": False}
+    return {"arch": arch, "disc": train.disc.model_dump(), "lambda_kl": train.lambda_kl}
+
+
+DEMO_NETS = preset_nets(ROOT / "params.yaml")
+FULL_NETS = preset_nets(ROOT / "presets/full.yaml")
+TINY_NETS = {k: preset("params.yaml", "presets/tiny.yaml")["train"][k] for k in ("arch", "disc")}
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ class Variant:
     amp: bool = False
     fused: bool = False
     compile: bool = False
-    style: bool = False  # z at every layer + the mode-seeking term (style variety)
+    presets: bool = False  # the presets' own options: z at every layer and the style encoder
 
 
 def variants(device: torch.device, with_compile: bool) -> list[Variant]:
@@ -63,16 +72,37 @@ def variants(device: torch.device, with_compile: bool) -> list[Variant]:
         ]
         if with_compile:
             out.append(Variant("+ torch.compile", True, True, True, compile=True))
-        out.append(Variant("trainer's path + style variety", True, True, True, style=True))
+        out.append(Variant(PRESETS_PATH, True, True, True, presets=True))
     return out
+
+
+TRAINERS_PATH = "+ fused Adam (the trainer's path)"
+PRESETS_PATH = "the trainer's path with the presets' options"
+
+
+def flops_per_image(state, rough, real, cfg) -> float:
+    """FLOPs of one training step (both networks, forward and backward) per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        train_step(state, rough, real, cfg)
+    return counter.get_total_flops() / len(rough)
+
+
+def peak_tflops(device: torch.device, bf16: bool) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    peaks = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    return None if peaks is None else peaks[0 if bf16 else 1]
 
 
 def measure(
     nets: dict, variant: Variant, size: int, batch: int, device: torch.device, steps: int
 ) -> dict[str, float]:
     """images/s (and peak GiB on CUDA, and compile seconds) of `steps` timed steps."""
-    if variant.style:
-        nets = nets | {"arch": nets["arch"] | {"z_every_layer": True}, "lambda_ms": 1.0}
+    if variant.presets:
+        nets = nets | {"arch": nets["arch"] | {"z_every_layer": True, "use_vae": True}}
     cfg = TrainConfig(
         **nets,
         batch_size=batch,
@@ -89,6 +119,7 @@ def measure(
         for _ in range(2)
     )
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    flops = flops_per_image(state, rough, real, cfg) if not variant.compile else None
     t0 = time.perf_counter()
     for _ in range(3 if device.type == "cuda" else 1):  # warm-up: cudnn autotuning, compile
         train_step(state, rough, real, cfg)
@@ -100,7 +131,14 @@ def measure(
     for _ in range(steps):
         train_step(state, rough, real, cfg)
     sync()
-    result = {"images_per_s": round(steps * batch / (time.perf_counter() - t0), 2)}
+    rate = steps * batch / (time.perf_counter() - t0)
+    result = {"images_per_s": round(rate, 2)}
+    if flops is not None:
+        result["gflop_per_image"] = round(flops / 1e9, 1)
+        result["tflop_per_s"] = round(flops * rate / 1e12, 3)
+        peak = peak_tflops(device, variant.amp)
+        if peak is not None:
+            result["mfu"] = round(flops * rate / 1e12 / peak, 4)
     if device.type == "cuda":
         result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if variant.compile:
@@ -130,6 +168,13 @@ def compare(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     base = rows.get("fp32", {}).get("images_per_s")
+    compiled = rows.get("+ torch.compile", {})
+    if "images_per_s" in compiled and "gflop_per_image" in rows.get(TRAINERS_PATH, {}):
+        flops = rows[TRAINERS_PATH]["gflop_per_image"] * 1e9  # the same network, compiled
+        compiled["tflop_per_s"] = round(flops * compiled["images_per_s"] / 1e12, 3)
+        peak = peak_tflops(device, True)
+        if peak is not None:
+            compiled["mfu"] = round(compiled["tflop_per_s"] / peak, 4)
     for row in rows.values():
         if base and "images_per_s" in row:
             row["speedup"] = round(row["images_per_s"] / base, 2)
@@ -144,7 +189,9 @@ def show(title: str, rows: dict[str, dict[str, float]]) -> None:
             continue
         mem = f"  {row['peak_gib']:6.2f} GiB" if "peak_gib" in row else ""
         speedup = f"{row['speedup']:5.2f}x" if "speedup" in row else ""
-        log.info("  %-36s %8.2f img/s  %s%s", name, row["images_per_s"], speedup, mem)
+        use = f"  MFU {row['mfu']:6.1%}" if "mfu" in row else ""
+        use += f"  {row['tflop_per_s']:.3f} TFLOP/s" if "tflop_per_s" in row else ""
+        log.info("  %-44s %8.2f img/s  %s%s%s", name, row["images_per_s"], speedup, use, mem)
 
 
 def main() -> None:
