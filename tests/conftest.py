@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +57,16 @@ def image_folder(tmp_path: Path) -> Path:
     return root
 
 
-def write_pair_data(root: Path, n_train: int = 24, n_test: int = 8, size: int = 32) -> Path:
-    """data/sampled + data/roughs as the data stages write them (demo faces, the tiny recipe)."""
+def write_pair_data(
+    root: Path, n_train: int = 24, n_test: int = 8, size: int = 32, test_offset: int = 1000
+) -> Path:
+    """data/sampled + data/roughs as the data stages write them (demo faces, the tiny recipe):
+    faces 0… for training, `test_offset`… for testing."""
     from spade.roughen import roughen_image
     from spade.synthetic import render_face
 
     recipe = RECIPE
-    for split, n, offset in (("train", n_train, 0), ("test", n_test, 1000)):
+    for split, n, offset in (("train", n_train, 0), ("test", n_test, test_offset)):
         images = np.stack([render_face(0, offset + i, size) for i in range(n)])
         roughs = np.stack([roughen_image(im, recipe) for im in images])
         for folder, arr in (("sampled", images), ("roughs", roughs)):
@@ -146,16 +150,16 @@ def group_alive(pgid: int) -> bool:
 # --------------------------------------------------------------------------- training runs
 
 
-def paths_in(tmp: Path, data: Path) -> TrainPaths:
-    """A training run's files under `tmp`, reading `data`."""
-    return TrainPaths(
-        data=data,
-        checkpoint=tmp / "models/checkpoint.pt",
-        generator=tmp / "models/generator.pt",
-        live_dir=tmp / "dvclive",
-        metrics=tmp / "metrics/train.json",
-        discriminator=tmp / "models/discriminator.pt",
-    )
+def paths_in(tmp: Path, data: Path, layout: TrainPaths | None = None) -> TrainPaths:
+    """A run's files (`layout`: the train stage's by default, `spade.distill.DISTILL_PATHS`
+    for the student) under `tmp`, reading `data`."""
+    layout = layout or TrainPaths()
+    moved = {
+        f.name: tmp / getattr(layout, f.name)
+        for f in fields(layout)
+        if f.name != "data" and getattr(layout, f.name) is not None
+    }
+    return replace(layout, data=data, **moved)
 
 
 def stage_dir(tmp: Path, data: Path, section: str = "train", **overrides) -> Path:

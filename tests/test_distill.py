@@ -12,7 +12,7 @@ import torch
 from spade.checkpoint import load_discriminator, load_generator
 from spade.config import DistillConfig, TrainConfig
 from spade.dist import DistEnv
-from spade.distill import adapters_for, distill, make_student
+from spade.distill import DISTILL_PATHS, adapters_for, distill, make_student
 from spade.errors import UserError
 from spade.networks import generator_channels
 from spade.train import TrainPaths, train
@@ -41,14 +41,7 @@ def teacher(pair_data, tmp_path_factory) -> TrainPaths:
 
 
 def student_paths(tmp: Path, data: Path) -> TrainPaths:
-    return TrainPaths(
-        data=data,
-        checkpoint=tmp / "models/distill_checkpoint.pt",
-        generator=tmp / "models/student.pt",
-        live_dir=tmp / "dvclive_distill",
-        metrics=tmp / "metrics/distill.json",
-        discriminator=None,
-    )
+    return paths_in(tmp, data, DISTILL_PATHS)
 
 
 def student_cfg(**overrides) -> DistillConfig:

@@ -13,13 +13,12 @@ from spade.dist import DistEnv
 from spade.inference import generate_faces
 from spade.metrics.paired import paired_metrics
 from spade.metrics.style import agreement, control_chance, fit_style_probe, spread
-from spade.roughen import roughen_image
-from spade.synthetic import STYLE_FACTORS, face_style, render_face
+from spade.synthetic import STYLE_FACTORS, face_style
 from spade.train import train
 
-from conftest import ARCH, RECIPE, TINY, paths_in
+from conftest import ARCH, RECIPE, TINY, paths_in, write_pair_data
 
-SIZE, N_TRAIN, N_TEST = 32, 160, 32
+SIZE, N_TRAIN, N_TEST, TEST_OFFSET = 32, 160, 32, 10_000
 
 
 def test_chance_and_spread_have_their_closed_forms():
@@ -40,13 +39,9 @@ def test_chance_and_spread_have_their_closed_forms():
 def styled(tmp_path_factory):
     """data/ as the stages write it, from demo faces in their own random styles, and labels."""
     root = tmp_path_factory.mktemp("styled") / "data"
+    write_pair_data(root, N_TRAIN, N_TEST, SIZE, test_offset=TEST_OFFSET)
     labels = {}
-    for split, n, offset in (("train", N_TRAIN, 0), ("test", N_TEST, 10_000)):
-        images = np.stack([render_face(0, offset + i, SIZE) for i in range(n)])
-        roughs = np.stack([roughen_image(im, RECIPE) for im in images])
-        for folder, arr in (("sampled", images), ("roughs", roughs)):
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            np.save(root / folder / f"{split}.npy", arr)
+    for split, n, offset in (("train", N_TRAIN, 0), ("test", N_TEST, TEST_OFFSET)):
         styles = [face_style(0, offset + i).labels() for i in range(n)]
         labels[split] = {f: [s[f] for s in styles] for f in STYLE_FACTORS}
     return root, labels
