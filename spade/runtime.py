@@ -1,19 +1,21 @@
-"""Where a face is computed: PyTorch (the reference, and the GPU path) or ONNX Runtime on the CPU.
+"""Where a face is computed: PyTorch (the reference, and the GPU path), or on the CPU, ONNX
+Runtime or OpenVINO.
 
 A runner takes what seeded inference draws — the rough, z and the per-layer noise, all on the
 CPU — and returns the face, so a seed gives the same face whichever runtime computes it (ONNX
-Runtime's faces are within one level in 255 of PyTorch's; tested).
+Runtime's and OpenVINO's fp32 faces are within one level in 255 of PyTorch's; tested).
 
 The ONNX graph is exported at load time from the model file and cached, keyed by the file's
 content and the torch version (`~/.cache/spade-anime/onnx`, `SPADE_ONNX_CACHE` moves it): a
 model file trained anywhere runs on ONNX Runtime without a pipeline stage, the export costs a
 few seconds once, and the pipeline's outputs do not depend on the ONNX exporter's version.
-`auto` measures both runtimes on the CPU and keeps the faster.
+`auto` measures every installed runtime on the CPU and keeps the fastest.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.util
 import io
@@ -21,8 +23,9 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import numpy as np
 import torch
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("auto", "torch", "onnx", "openvino")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}  # PyTorch's; ONNX graphs are fp32
 OPSET = 17
+Graph: TypeAlias = str | bytes  # an ONNX graph: its cached file's path, or its bytes
 
 
 class Runner(Protocol):
@@ -76,6 +80,13 @@ class _Traceable(nn.Module):
         return self.generator(cond, z, noise=list(noise))
 
 
+def zero_inputs(model: FaceModel) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """A runner's inputs for one face, all zeros: for tracing and timing."""
+    size = model.image_size
+    noise = [torch.zeros(shape) for shape in model.generator.noise_shapes(1)]
+    return torch.zeros(1, 3, size, size), torch.zeros(1, model.arch.z_dim), noise
+
+
 def onnx_bytes(model: FaceModel) -> bytes:
     """The generator as an ONNX graph (fp32, batch size free), spectral norm folded in."""
     # A new instance, not a deepcopy: removing a parametrization edits the module's class,
@@ -86,9 +97,7 @@ def onnx_bytes(model: FaceModel) -> bytes:
     for module in generator.modules():
         if parametrize.is_parametrized(module, "weight"):  # spectral norm: its eval-mode weight
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-    cond = torch.zeros(1, 3, model.image_size, model.image_size)
-    z = torch.zeros(1, model.arch.z_dim)
-    noise = [torch.zeros(shape) for shape in generator.noise_shapes(1)]
+    cond, z, noise = zero_inputs(model)
     names = [f"noise{i}" for i in range(len(noise))]
     batch = {0: "batch"}
     buf = io.BytesIO()
@@ -114,7 +123,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "spade-anime" / "onnx"
 
 
-def onnx_graph(model: FaceModel, model_file: Path, cache_dir: Path | None = None):
+def onnx_graph(model: FaceModel, model_file: Path, cache_dir: Path | None = None) -> Graph:
     """The ONNX graph of `model` (loaded from `model_file`): the cached file's path, or, when
     the cache cannot be written, the graph's bytes."""
     digest = hashlib.sha256(model_file.read_bytes()).hexdigest()[:32]
@@ -142,7 +151,7 @@ class OnnxRunner:
     name = "onnx"
     dtype = torch.float32
 
-    def __init__(self, model: FaceModel, model_file: Path):
+    def __init__(self, graph: Graph):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -150,7 +159,6 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3  # errors only
-        graph = onnx_graph(model, model_file)
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
 
@@ -166,14 +174,14 @@ class OpenVinoRunner:
 
     name = "openvino"
 
-    def __init__(self, model: FaceModel, model_file: Path, dtype: torch.dtype):
+    def __init__(self, graph: Graph, dtype: torch.dtype):
         try:
             import openvino as ov
         except ImportError:
             raise UserError("--runtime openvino needs openvino: pip install openvino") from None
         self.dtype = dtype
         core = ov.Core()
-        network = core.read_model(onnx_graph(model, model_file))  # a path, or the graph's bytes
+        network = core.read_model(graph)
         network.reshape({i.get_any_name(): [1, *i.get_partial_shape()[1:]] for i in network.inputs})
         hint = "bf16" if dtype == torch.bfloat16 else "f32"
         config = {
@@ -196,10 +204,7 @@ GRAPH_RUNTIMES = ("onnx", "openvino")  # run the exported graph, on the CPU
 
 def _seconds(runner: Runner, model: FaceModel) -> float:
     """The faster of two timed faces, after a warm-up."""
-    size = model.image_size
-    cond = torch.zeros(1, 3, size, size)
-    z = torch.zeros(1, model.arch.z_dim)
-    noise = [torch.zeros(s) for s in model.generator.noise_shapes(1)]
+    cond, z, noise = zero_inputs(model)
     runner(cond, z, noise)
     times = []
     for _ in range(2):
@@ -209,12 +214,12 @@ def _seconds(runner: Runner, model: FaceModel) -> float:
     return min(times)
 
 
-def _build(name: str, model: FaceModel, model_file: Path, dtype: torch.dtype) -> Runner:
+def _build(name: str, model: FaceModel, graph: Callable[[], Graph], dtype: torch.dtype) -> Runner:
     if name == "torch":
         return TorchRunner(model, dtype)
     if name == "onnx":
-        return OnnxRunner(model, model_file)
-    return OpenVinoRunner(model, model_file, dtype)
+        return OnnxRunner(graph())
+    return OpenVinoRunner(graph(), dtype)
 
 
 def installed(name: str) -> bool:
@@ -231,11 +236,12 @@ def make_runner(
     device = next(model.parameters()).device
     if name in GRAPH_RUNTIMES and device.type != "cpu":
         raise UserError(f"the {name} runtime runs on the CPU: use --device cpu or --runtime torch")
+    graph = functools.cache(lambda: onnx_graph(model, model_file))  # hashed and read once
     if name != "auto":
-        return _build(name, model, model_file, dtype)
+        return _build(name, model, graph, dtype)
     if device.type != "cpu":
         return TorchRunner(model, dtype)
-    runners = [_build(n, model, model_file, dtype) for n in RUNTIMES[1:] if installed(n)]
+    runners = [_build(n, model, graph, dtype) for n in RUNTIMES[1:] if installed(n)]
     times = {r.name: _seconds(r, model) for r in runners}
     best = min(runners, key=lambda r: times[r.name])
     shown = ", ".join(f"{n} {t * 1000:.0f} ms" for n, t in times.items())
