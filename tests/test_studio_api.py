@@ -357,6 +357,18 @@ def test_bf16_precision_gives_nearly_the_fp32_faces(tiny_generator_file, tiny_pa
         assert len(r.json()["z"]) == 8
 
 
+@pytest.mark.parametrize(
+    ("runtime", "precision"), [("onnx", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
+)
+def test_info_names_the_precision_the_runtime_computes_in(tiny_generator_file, runtime, precision):
+    from spade.painter import load_painter
+
+    painter = load_painter(tiny_generator_file, torch.device("cpu"), runtime, precision)
+    with TestClient(create_app(painter)) as c:
+        info = c.get("/api/info").json()
+    assert (info["runtime"], info["precision"]) == (runtime, precision)
+
+
 def test_precision_choice():
     from spade.studio.precision import resolve_precision
 

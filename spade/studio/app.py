@@ -126,7 +126,7 @@ class Studio:
             "size": self.painter.size,
             "device": str(self.painter.device),
             "runtime": self.painter.runner.name,
-            "precision": self.precision if self.painter.runner.name == "torch" else "fp32",
+            "precision": self.precision,
             "has_style_encoder": self.painter.has_style_encoder,
             "z_dim": self.painter.model.arch.z_dim,
             "max_seed": MAX_SEED,
