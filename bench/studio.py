@@ -71,24 +71,14 @@ class Sample:
 
 
 def giga_macs(model: FaceModel) -> float:
-    """Multiply-accumulates of one face (convolutions and linear layers), in billions."""
-    macs = 0
+    """Multiply-accumulates of one face, in billions: PyTorch's FLOP counter (as bench/train.py
+    uses for MFU) over one forward pass, halved."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def count(mod: torch.nn.Module, _inp, out: torch.Tensor) -> None:
-        nonlocal macs
-        if isinstance(mod, torch.nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1]
-            macs += out.numel() * mod.in_channels // mod.groups * k
-        elif isinstance(mod, torch.nn.Linear):
-            macs += out.numel() * mod.in_features
-
-    hooks = [m.register_forward_hook(count) for m in model.generator.modules()]
     size = model.image_size
-    with torch.no_grad():
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.generator(torch.zeros(1, 3, size, size), torch.zeros(1, model.arch.z_dim))
-    for h in hooks:
-        h.remove()
-    return macs / 1e9
+    return counter.get_total_flops() / 2 / 1e9
 
 
 class Client:
