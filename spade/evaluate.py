@@ -83,12 +83,11 @@ def baseline_metrics(test: HeldOut, s: Settings) -> dict[str, Any]:
             "across test-set sizes; compare runs by KID"
         )
     if test.probe is not None:
+        chance = control_chance(test.styles)
         metrics |= {
             "style_probe_accuracy": test.probe.accuracy,
-            "style_control_chance": control_chance(test.styles),
-            "style_spread_data": {
-                f: round(1 - v, 4) for f, v in control_chance(test.styles).items()
-            },
+            "style_control_chance": chance,
+            "style_spread_data": {f: round(1 - v, 4) for f, v in chance.items()},
         }
     return metrics
 

@@ -81,13 +81,6 @@ def check_out_dir(out_dir: Path, inputs: list[Path], opts: GenerateOptions) -> N
             )
 
 
-def _write(target: Path, img: np.ndarray) -> None:
-    try:
-        save_png(target, img)
-    except OSError as e:
-        raise UserError(f"cannot write {shown(target)}: {e.strerror or e}") from None
-
-
 def generate(
     painter: Painter, inputs: list[Path], out_dir: Path, opts: GenerateOptions
 ) -> list[Path]:
@@ -113,12 +106,12 @@ def generate(
             for face in painter.strip(rough, opts.seed, seed_to, opts.interpolate):
                 faces.append(face)
                 bar.update()
-            _write(face_path, np.concatenate(faces, axis=1))
+            save_png(face_path, np.concatenate(faces, axis=1))
         else:
-            _write(face_path, painter.face(rough, opts.seed, z))
+            save_png(face_path, painter.face(rough, opts.seed, z))
             bar.update()
         if rough_path:
-            _write(rough_path[0], rough)
+            save_png(rough_path[0], rough)
         written += [face_path, *rough_path]
         log.info("%s → %s", shown(path), shown(face_path))
     bar.close()

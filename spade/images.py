@@ -165,7 +165,12 @@ def png_bytes(img: np.ndarray) -> bytes:
 
 
 def save_png(path: Path | str, img: np.ndarray) -> None:
-    write_bytes(path, png_bytes(img))
+    """Write `img` as a PNG file; one that cannot be written (permissions, a file in the way) is
+    a one-line `UserError`."""
+    try:
+        write_bytes(path, png_bytes(img))
+    except OSError as e:
+        raise UserError(f"cannot write {shown(path)}: {e.strerror or e}") from None
 
 
 def make_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
@@ -207,8 +212,5 @@ def export_pngs(array_path: Path | str, out_dir: Path | str, limit: int | None =
             f"({shown(existing[0].name)}, …); choose an empty folder"
         )
     for i, target in enumerate(tqdm(targets, desc="export", unit="img", disable=None)):
-        try:
-            save_png(target, images[i])
-        except OSError as e:
-            raise UserError(f"cannot write {shown(target)}: {e.strerror or e}") from None
+        save_png(target, images[i])
     return n

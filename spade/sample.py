@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 # A candidate that raises one of these is skipped and reported: a broken image, a zip entry with
 # a bad CRC, an encrypted entry or an unsupported compression method, an unreadable file.
 READ_ERRORS = (UnreadableImage, zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError)
-MAX_FILE_BYTES = MAX_IMAGE_BYTES  # a bigger entry is skipped unread (zip bombs)
 MANIFEST_COLUMNS = ["index", "split", "path", "sha1", "width", "height"]
 
 
@@ -130,18 +129,18 @@ class ImageSource:
         return scan
 
     def read(self, name: str) -> bytes:
-        """The file's bytes; `TooLarge` (unread) when over MAX_FILE_BYTES."""
+        """The file's bytes; `TooLarge` (unread) when over MAX_IMAGE_BYTES."""
         if self._zip is not None:
             info = self._zip.getinfo(name)
-            if info.file_size > MAX_FILE_BYTES:
+            if info.file_size > MAX_IMAGE_BYTES:
                 raise TooLarge(f"{info.file_size} bytes uncompressed")
             with self._zip.open(info) as f:
-                data = f.read(MAX_FILE_BYTES + 1)  # the header may lie
+                data = f.read(MAX_IMAGE_BYTES + 1)  # the header may lie
         else:
             with open(self.path / name, "rb") as f:
-                data = f.read(MAX_FILE_BYTES + 1)
-        if len(data) > MAX_FILE_BYTES:
-            raise TooLarge(f"more than {MAX_FILE_BYTES} bytes")
+                data = f.read(MAX_IMAGE_BYTES + 1)
+        if len(data) > MAX_IMAGE_BYTES:
+            raise TooLarge(f"more than {MAX_IMAGE_BYTES} bytes")
         return data
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """Style labels that travel with a dataset: `styles.csv` at the root of a folder or .zip.
 
 One row per image: its path (as the source names it) and one column per style factor holding
-that image's level, e.g. `path,shading,eyes,hair,background` / `000007.png,cel,glossy,…`. The
+that image's level, e.g. `path,shading,eyes,hair,background` / `000007.png,hatched,sparkle,…`. The
 demo stage writes it next to its faces; a real dataset may bring one. The sample stage copies each
 sampled image's levels into its manifest (one column per factor), where evaluation reads them.
 """

@@ -186,7 +186,7 @@ class RenderStyle:
         return cls(*(int(rng.integers(len(levels))) for levels in STYLE_FACTORS.values()))
 
     def labels(self) -> dict[str, str]:
-        """{'shading': 'cel', …}: the level names."""
+        """{'shading': 'flat', …}: the level names."""
         return {f: levels[getattr(self, f)] for f, levels in STYLE_FACTORS.items()}
 
     def is_(self, factor: str, level: str) -> bool:

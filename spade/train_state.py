@@ -54,7 +54,7 @@ class TrainState:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
         }
-        return state | ({"extra": self.bare_extra.state_dict()} if self.extra else {})
+        return state | ({"extra": self.bare_extra.state_dict()} if self.extra is not None else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bare_g.load_state_dict(state["G"])

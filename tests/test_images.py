@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from spade.errors import UserError
 from spade.images import (
     UnreadableImage,
     decode_rgb,
@@ -12,6 +13,7 @@ from spade.images import (
     load_image_array,
     make_grid,
     resize_square,
+    save_png,
 )
 
 from conftest import png_bytes
@@ -155,3 +157,10 @@ def test_export_never_overwrites_and_refuses_a_bad_limit(tmp_path):
     proc = run_cli("export", str(tmp_path / "x.npy"), str(tmp_path / "new"), "--limit", "-1")
     assert proc.returncode == 2 and "--limit -1" in proc.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_a_png_that_cannot_be_written_is_one_line(tmp_path):
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("not a folder")
+    with pytest.raises(UserError, match=r"cannot write .*a_file/face\.png"):
+        save_png(in_the_way / "face.png", np.zeros((4, 4, 3), np.uint8))

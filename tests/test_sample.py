@@ -148,7 +148,7 @@ def test_a_failed_run_leaves_the_previous_outputs(image_folder, tmp_path, monkey
 
 
 def test_zip_bomb_entry_is_skipped_unread(image_folder, tmp_path):
-    from spade.sample import MAX_FILE_BYTES
+    from spade.images import MAX_IMAGE_BYTES
 
     archive = tmp_path / "bomb.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
@@ -156,7 +156,7 @@ def test_zip_bomb_entry_is_skipped_unread(image_folder, tmp_path):
             z.write(p, p.relative_to(image_folder).as_posix())
         with z.open("bomb.png", "w", force_zip64=True) as f:
             chunk = b"\0" * 2**20
-            for _ in range(MAX_FILE_BYTES // len(chunk) + 1):
+            for _ in range(MAX_IMAGE_BYTES // len(chunk) + 1):
                 f.write(chunk)
     assert archive.stat().st_size < 2**20
     train, test, _, report = run_sample(archive, tmp_path / "o", n_images=12)
