@@ -3,7 +3,9 @@
 Recipe (the seed's, `config.Recipe`), on RGB input:
     RGB2HSV → medianBlur(median_before) → pyrMeanShiftFiltering(sp, sr, maxLevel)
     → medianBlur(median_after) → HSV2RGB
-`roughen_image` is exactly those five OpenCV calls, so its output is bit-identical to them.
+`roughen_image` is four of those OpenCV calls and `spade.roughen.hsv.hsv_to_rgb`, the arithmetic
+of OpenCV's x86 SIMD HSV→RGB (whose own result depends on the CPU), so a rough has the same bytes
+on every machine.
 
 Engines, all byte-identical (so the engine is a speed knob, not a stage dependency):
 - `opencv`: those calls in a local process pool (joblib), one OpenCV thread per process;
@@ -36,6 +38,7 @@ from spade.config import Recipe
 from spade.errors import UserError
 from spade.files import write_bytes
 from spade.parallel import ordered_map
+from spade.roughen.hsv import HSV_TO_RGB_VERSION, hsv_to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ def roughen_image(rgb: np.ndarray, recipe: Recipe) -> np.ndarray:
         hsv, recipe.spatial_radius, recipe.color_radius, maxLevel=recipe.max_level
     )
     hsv = cv2.medianBlur(hsv, recipe.median_after)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return hsv_to_rgb(hsv)
 
 
 def _roughen_batch(images: np.ndarray, recipe: Recipe) -> np.ndarray:
@@ -69,7 +72,7 @@ def _roughen_batch(images: np.ndarray, recipe: Recipe) -> np.ndarray:
 
 
 class RoughCache:
-    """Content-addressed store of roughs: key = sha256(recipe, OpenCV version, shape, pixels).
+    """Content-addressed store of roughs: key = sha256(recipe, code versions, shape, pixels).
 
     Lives outside DVC outputs, so growing the sample only roughens the new images. Writes are
     atomic (`files.write_bytes`), so an interrupted run, or several runs at once, leave no
@@ -82,7 +85,8 @@ class RoughCache:
         self.writable = True
 
     def key(self, img: np.ndarray, recipe: Recipe) -> str:
-        ident = json.dumps({**recipe.model_dump(), "opencv": cv2.__version__}, sort_keys=True)
+        versions = {"opencv": cv2.__version__, "hsv_to_rgb": HSV_TO_RGB_VERSION}
+        ident = json.dumps({**recipe.model_dump(), **versions}, sort_keys=True)
         h = hashlib.sha256(ident.encode())
         h.update(repr(img.shape).encode())
         h.update(np.ascontiguousarray(img).data)

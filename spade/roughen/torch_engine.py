@@ -9,8 +9,8 @@ against the OpenCV function it replaces; the rules they follow are those OpenCV'
 computes (integer arithmetic, float32 box bounds, a float64 reciprocal, rounding half to even),
 which are not always those its documentation describes.
 
-HSV→RGB stays OpenCV on the CPU: its float32 output depends on the CPU's SIMD width, so only
-the CPU's own OpenCV reproduces it.
+HSV→RGB is `spade.roughen.hsv.hsv_to_rgb` on the CPU, the one definition every engine shares
+(OpenCV's own depends on the CPU's SIMD width).
 
 Memory, whatever the batch size: images go to the device in groups of at most `chunk_pixels`
 pixels (at least one image). Per group, the per-pixel tensors (RGB, HSV, the pyramid, packed
@@ -35,10 +35,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from spade.roughen.hsv import hsv_to_rgb
 
 MAX_ITER = 5  # cv2.pyrMeanShiftFiltering's default TermCriteria(MAX_ITER + EPS, 5, 1.0)
 EPS = 1
@@ -465,11 +466,6 @@ def roughen_hsv(
         hsv, recipe.spatial_radius, recipe.color_radius, recipe.max_level, chunk_pixels, shift
     )
     return median(hsv, recipe.median_after, chunk_pixels)
-
-
-def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """cv2 HSV→RGB per image, on the CPU (its rounding depends on the CPU's SIMD width)."""
-    return np.stack([cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_HSV2RGB) for im in hsv])
 
 
 def _check(images: np.ndarray, recipe: RecipeLike) -> None:

@@ -1,0 +1,100 @@
+"""The same bytes on every machine: numerics-sensitive code run as another CPU would run it.
+
+Other CPUs are imitated on this one through the libraries' own dispatch switches: OpenCV's
+kernels (`OPENCV_CPU_DISABLE`: AVX2 without AVX-512, SSE alone), ATen's (`ATEN_CPU_CAPABILITY`),
+oneDNN's (`ONEDNN_MAX_CPU_ISA`) and the thread count. Each case runs in a fresh process, since
+each switch is read once, when its library starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from spade.roughen.hsv import hsv_to_rgb
+
+from conftest import ROOT, TINY_PARAMS
+
+# The dispatch paths of OpenCV's kernels: AVX-512, AVX2, AVX, SSE 4.2 (each machine runs one).
+OPENCV_PATHS = ["", "AVX512-SKX", "AVX512-SKX,AVX2", "AVX512-SKX,AVX2,AVX,FP16"]
+
+
+def in_fresh_process(code: str, **env: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def every_hsv_triple() -> np.ndarray:
+    """All 180·256·256 8-bit HSV triples, as 256-px rows (a multiple of every SIMD block)."""
+    h, s, v = np.meshgrid(np.arange(180), np.arange(256), np.arange(256), indexing="ij")
+    return np.stack([h, s, v], -1).astype(np.uint8).reshape(180 * 256, 256, 3)
+
+
+@pytest.mark.skipif(
+    "*AVX2" not in cv2.getCPUFeaturesLine().split(), reason="OpenCV's AVX2 or AVX-512 path only"
+)
+def test_hsv_to_rgb_is_opencvs_simd_path_on_every_triple():
+    hsv = every_hsv_triple()
+    np.testing.assert_array_equal(hsv_to_rgb(hsv), cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
+
+
+def test_hsv_to_rgb_converts_each_pixel_alone():
+    """The same triple gives the same colour at any width and position (OpenCV's own does not:
+    the tail of a row that is no whole SIMD block rounds instead of truncating)."""
+    rng = np.random.default_rng(0)
+    hsv = every_hsv_triple()[rng.integers(0, 180 * 256, 64)]  # 64 rows of 256 triples
+    expected = hsv_to_rgb(hsv)
+    for width in (1, 3, 17, 33, 100, 255):
+        cut = hsv[:, :width]
+        np.testing.assert_array_equal(hsv_to_rgb(cut), expected[:, :width])
+        shuffled = rng.permutation(cut.reshape(-1, 3))
+        by_colour = {tuple(c): tuple(r) for c, r in zip(shuffled, hsv_to_rgb(shuffled))}
+        assert all(by_colour[tuple(c)] == tuple(r) for c, r in zip(cut[0], expected[0, :width]))
+
+
+# Rough, palette and each OpenCV step on pictures of random widths 1..300, as one digest.
+ROUGH_DIGEST = """
+import hashlib, cv2, numpy as np
+from spade.config import Recipe
+from spade.roughen import roughen_image
+from spade.studio.palette import palette
+rng = np.random.default_rng(7)
+recipe = Recipe(median_before=3, spatial_radius=10, color_radius=30, max_level=1, median_after=5)
+h = hashlib.sha256()
+colours = np.arange(1 << 24, dtype=np.uint32)
+rgb = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], -1).astype(np.uint8)
+h.update(cv2.cvtColor(rgb.reshape(4096, 4096, 3), cv2.COLOR_RGB2HSV).tobytes())
+for width in [1, 2, 17, 33, 63, 65, 100, 200, 300, *rng.integers(1, 301, 6)]:
+    img = rng.integers(0, 256, (int(rng.integers(1, 40)), int(width), 3), dtype=np.uint8)
+    img[:, : width // 2] //= 16  # flat-ish regions for the mean shift to join
+    h.update(roughen_image(img, recipe).tobytes())
+    for k in (3, 5, 9, 15):
+        h.update(cv2.medianBlur(img, k).tobytes())
+    h.update(cv2.pyrMeanShiftFiltering(img, 13, 52, maxLevel=1).tobytes())
+h.update(repr(palette(recipe)).encode())
+print(cv2.getCPUFeaturesLine(), h.hexdigest())
+"""
+
+
+def test_roughs_and_palette_are_the_same_on_every_opencv_path():
+    lines = {path: in_fresh_process(ROUGH_DIGEST, OPENCV_CPU_DISABLE=path) for path in OPENCV_PATHS}
+    digests = {line.split()[-1] for line in lines.values()}
+    assert len(digests) == 1, lines
