@@ -1,38 +1,30 @@
 """Process pools for the CPU-bound stages (demo, roughen): joblib, results in order, no orphans.
 
-A worker exits as soon as the process that started it is gone, so killing a stage (even with
-SIGKILL) never leaves workers running on as orphans; it ignores Ctrl-C and SIGTERM, which are
-its parent's to handle (the parent stops the pool).
+A worker dies with the process that started it, from its first instant: loky runs `_start_worker`
+in each worker before anything else, which asks the kernel to SIGKILL the worker when its parent
+dies (Linux's PR_SET_PDEATHSIG; elsewhere a thread polls the parent's pid), and exits at once if
+the parent is already gone. So killing a stage, even with SIGKILL and even while its pool is still
+starting, leaves no worker behind; and with the workers gone, the pool's resource trackers (which
+exit when the last process that could write to them has) go too. A worker ignores Ctrl-C and
+SIGTERM, which are its parent's to handle: the parent stops the pool.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import Parallel, delayed
+from joblib._parallel_backends import LokyBackend
+from joblib.parallel import get_active_backend
 
-_watchdog_started = False
-
-
-def _exit_when_orphaned(parent: int) -> None:
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:  # the parent died: do not run on as an orphan
-            os._exit(1)
-
-
-def _watch_parent() -> None:
-    """In a worker process: start (once) a thread that exits when the parent is gone."""
-    global _watchdog_started
-    if not _watchdog_started:
-        _watchdog_started = True
-        args = (os.getppid(),)
-        threading.Thread(target=_exit_when_orphaned, args=args, daemon=True).start()
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def ignore_stop_signals(*_args: Any) -> None:
@@ -43,18 +35,35 @@ def ignore_stop_signals(*_args: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _call(fn: Callable[[Any], Any], item: Any, in_worker: bool) -> Any:
-    # A loky worker runs calls on its main thread; a Dask worker (roughen.scheduler) on threads
-    # of a process Dask manages, whose signals and lifetime are Dask's, not ours.
-    if in_worker and threading.current_thread() is threading.main_thread():
-        ignore_stop_signals()
-        _watch_parent()
-    return fn(item)
+def die_with_parent(parent: int) -> None:
+    """End this process when `parent` (the pid that started it) is gone, already or later."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:
+        threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # it died before the kernel was told to watch it
+        os._exit(1)
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _start_worker(parent: int) -> None:
+    ignore_stop_signals()
+    die_with_parent(parent)
 
 
 def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], n_jobs: int) -> Iterator[Any]:
     """fn(item) for each item on `n_jobs` processes (-1: all cores), yielded in input order as
-    they finish. `fn` must be picklable (a module-level function or a partial of one)."""
-    in_worker = effective_n_jobs(n_jobs) > 1
-    calls = (delayed(_call)(fn, item, in_worker) for item in items)
-    return Parallel(n_jobs=n_jobs, return_as="generator")(calls)
+    they finish. `fn` must be picklable (a module-level function or a partial of one). Under
+    another joblib backend (Dask's, `roughen.scheduler`) its workers' lifetime is its own."""
+    backend, _ = get_active_backend()
+    local = {"initializer": _start_worker, "initargs": (os.getpid(),)}
+    kwargs = local if isinstance(backend, LokyBackend) else {}
+    calls = (delayed(fn)(item) for item in items)
+    return Parallel(n_jobs=n_jobs, return_as="generator", **kwargs)(calls)

@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import time
@@ -14,7 +15,7 @@ from spade.roughen import RoughCache, roughen_array, roughen_image
 from spade.roughen.hsv import hsv_to_rgb
 from spade.synthetic import render_face
 
-from conftest import ROOT, blob_image, launch_stage
+from conftest import ROOT, blob_image, group_alive, launch_stage
 
 SEED_RECIPE = Recipe()  # 9, 52, 52, 1, 15
 SMALL = Recipe(median_before=3, spatial_radius=10, color_radius=30, max_level=1, median_after=5)
@@ -155,13 +156,28 @@ def wait_gone(pids: set[int], timeout: float = 10) -> set[int]:
 
 
 @pytest.mark.slow
-def test_workers_end_when_the_stage_is_killed(tmp_path):
+@pytest.mark.parametrize("after_s", [0.2, 1.0, 5.0, "workers appear"])
+def test_no_process_outlives_a_killed_stage(tmp_path, after_s):
+    """SIGKILL at any moment (while starting, as the pool starts, while it
+    works): workers and resource trackers are gone 10 s later, though workers ignore SIGTERM."""
     cwd = roughen_dir(tmp_path / "w")
-    proc = start_stage(cwd, tmp_path / "cache")
-    workers = wait_for_workers(proc)
+    proc = launch_stage("roughen", cwd, own_group=True, SPADE_ROUGHEN_CACHE=str(tmp_path / "c"))
+    if after_s == "workers appear":  # before they have run anything
+        deadline = time.time() + 60
+        while len(children_of(proc.pid)) < 3 and time.time() < deadline:
+            time.sleep(0.005)
+    else:
+        time.sleep(after_s)
+    assert proc.poll() is None, proc.stdout.read()
     proc.kill()  # SIGKILL: no chance to clean up
     proc.wait()
-    assert wait_gone(workers) == set(), "orphaned roughen workers are still running"
+    deadline = time.time() + 10
+    while group_alive(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    left = group_alive(proc.pid)
+    if left:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not left, f"processes of the stage killed after {after_s} s are still running"
 
 
 @pytest.mark.slow
