@@ -332,6 +332,14 @@ class EvaluateConfig(Section):
     diversity_k: Integer = Field(5, ge=2, le=16)  # faces per test rough for `diversity`
 
 
+class CpuConfig(Section):
+    """`cpu`: the numerics of CPU work in train, distill, features and evaluate
+    (`spade.numerics`)."""
+
+    reproducible: Flag = True  # the same bytes on every x86-64 CPU with AVX2; else the fastest
+    threads: Integer = Field(2, ge=1, le=256)  # torch threads (the results depend on them)
+
+
 class Params(Section):
     """The whole `params.yaml`: one section per stage; a missing section takes its defaults."""
 
@@ -342,6 +350,7 @@ class Params(Section):
     distill: DistillConfig = DistillConfig()
     features: FeaturesConfig = FeaturesConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    cpu: CpuConfig = CpuConfig()
 
 
 # --------------------------------------------------------------------------- loading

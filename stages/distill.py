@@ -9,6 +9,7 @@ from pathlib import Path
 from spade.config import load_params
 from spade.console import run
 from spade.distill import distill
+from spade.numerics import pin_cpu_numerics
 from spade.train import launch
 
 TEACHER = Path("models/generator.pt")
@@ -16,7 +17,9 @@ DISCRIMINATOR = Path("models/discriminator.pt")
 
 
 def main() -> None:
-    cfg = load_params().distill
+    params = load_params()
+    pin_cpu_numerics(params.cpu)
+    cfg = params.distill
     launch(__file__, cfg, lambda env: distill(cfg, env, TEACHER, DISCRIMINATOR))
 
 

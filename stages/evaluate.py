@@ -12,6 +12,7 @@ from spade.files import atomic_paths, json_bytes
 from spade.images import comparison_grid, load_image_array, open_image_array, png_bytes
 from spade.metrics.reference import load_reference
 from spade.metrics.style import load_probe
+from spade.numerics import pin_cpu_numerics
 from spade.style_labels import manifest_styles
 
 MODEL, STUDENT = Path("models/generator.pt"), Path("models/student.pt")
@@ -24,6 +25,7 @@ METRICS = Path("metrics/eval.json")
 
 def main() -> None:
     params = load_params()
+    pin_cpu_numerics(params.cpu)
     settings = Settings(params.evaluate, params.features, resolve_device(params.features.device))
     model, _ = load_generator(MODEL, settings.device)
     probe_file = FEATURES / "style_probe.pt"

@@ -17,6 +17,7 @@ from spade.images import load_image_array
 from spade.metrics.inception import extract_features
 from spade.metrics.reference import save_reference
 from spade.metrics.style import fit_style_probe, save_probe
+from spade.numerics import pin_cpu_numerics
 from spade.style_labels import manifest_styles
 
 SAMPLED = Path("data/sampled")
@@ -24,7 +25,9 @@ OUT = Path("data/features")
 
 
 def main() -> None:
-    cfg = load_params().features
+    params = load_params()
+    pin_cpu_numerics(params.cpu)
+    cfg = params.features
     device = resolve_device(cfg.device)
     test = load_image_array(SAMPLED / "test.npy")
     labels = {

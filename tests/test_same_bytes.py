@@ -65,9 +65,9 @@ def test_hsv_to_rgb_converts_each_pixel_alone():
     for width in (1, 3, 17, 33, 100, 255):
         cut = hsv[:, :width]
         np.testing.assert_array_equal(hsv_to_rgb(cut), expected[:, :width])
-        shuffled = rng.permutation(cut.reshape(-1, 3))
-        by_colour = {tuple(c): tuple(r) for c, r in zip(shuffled, hsv_to_rgb(shuffled))}
-        assert all(by_colour[tuple(c)] == tuple(r) for c, r in zip(cut[0], expected[0, :width]))
+        pixels = cut.reshape(-1, 3)
+        order = rng.permutation(len(pixels))
+        np.testing.assert_array_equal(hsv_to_rgb(pixels[order]), hsv_to_rgb(pixels)[order])
 
 
 # Rough, palette and each OpenCV step on pictures of random widths 1..300, as one digest.
@@ -98,3 +98,89 @@ def test_roughs_and_palette_are_the_same_on_every_opencv_path():
     lines = {path: in_fresh_process(ROUGH_DIGEST, OPENCV_CPU_DISABLE=path) for path in OPENCV_PATHS}
     digests = {line.split()[-1] for line in lines.values()}
     assert len(digests) == 1, lines
+
+
+# --------------------------------------------------------------------------- training
+
+# Other CPUs as ATen, oneDNN and OpenMP see them: vector width, convolution ISA, thread count.
+CPUS = {
+    "avx512-2threads": {"ATEN_CPU_CAPABILITY": "avx512", "OMP_NUM_THREADS": "2"},
+    "avx2-onednn_avx2-1thread": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "OMP_NUM_THREADS": "1",
+    },
+    "default-onednn_avx2-2threads": {
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "OMP_NUM_THREADS": "2",
+    },
+    "default-1thread": {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"},
+}
+MODEL_STAGES = ("train", "distill", "features", "evaluate")
+OUTPUTS = ("models", "data/features", "data/eval", "metrics/eval.json")
+
+
+def run_stage(stage: str, cwd: Path, **env: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / f"stages/{stage}.py")],
+        cwd=cwd,
+        env=os.environ | {"SPADE_ROUGHEN_CACHE": str(cwd / ".roughen-cache")} | env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"{stage}: {proc.stderr[-3000:]}"
+
+
+def digests(run: Path) -> dict[str, str]:
+    """sha256 of every file of the model stages' outputs (logs and timings aside)."""
+    files = [p for out in OUTPUTS for p in sorted((run / out).rglob("*")) if p.is_file()]
+    files += [run / out for out in OUTPUTS if (run / out).is_file()]
+    return {
+        p.relative_to(run).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        for p in files
+        if p.suffix != ".pt" or (p.parent.name == "models" and "checkpoint" not in p.name)
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """A working directory with the tiny preset's data, made by the data stages."""
+    root = tmp_path_factory.mktemp("same-bytes") / "data-stages"
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    for stage in ("demo", "sample", "roughen"):
+        run_stage(stage, root)
+    return root
+
+
+def train_everywhere(tiny_data: Path, tmp: Path, cpus: dict, stages, **cpu) -> dict[str, dict]:
+    results = {}
+    for name, env in cpus.items():
+        run = tmp / name
+        shutil.copytree(tiny_data, run)
+        params = TINY_PARAMS | {"cpu": TINY_PARAMS["cpu"] | cpu}
+        (run / "params.yaml").write_text(yaml.safe_dump(params))
+        for stage in stages:
+            run_stage(stage, run, **env)
+        results[name] = digests(run)
+    return results
+
+
+@pytest.mark.slow
+def test_model_stages_give_the_same_bytes_on_every_cpu(tiny_data, tmp_path):
+    results = train_everywhere(tiny_data, tmp_path, CPUS, MODEL_STAGES)
+    first = next(iter(results.values()))
+    assert {"models/generator.pt", "models/student.pt", "metrics/eval.json"} <= set(first)
+    for name, result in results.items():
+        assert result == first, f"{name}: {json.dumps(result)} != {json.dumps(first)}"
+
+
+@pytest.mark.slow
+def test_without_the_pins_those_cpus_train_other_models(tiny_data, tmp_path):
+    """The control: the CPUs above really are different, so the test above can fail."""
+    cpus = {k: CPUS[k] for k in ("avx512-2threads", "avx2-onednn_avx2-1thread")}
+    results = train_everywhere(tiny_data, tmp_path, cpus, ["train"], reproducible=False)
+    a, b = (r["models/generator.pt"] for r in results.values())
+    assert a != b

@@ -1,0 +1,69 @@
+"""The same float bytes from the same params on every x86-64 CPU with AVX2.
+
+A CPU's float results depend on more than the program: the order in which sums are taken, and
+whether multiply-adds are fused, change the last bits, and training turns a changed bit into
+another model. What makes that order machine-dependent on a CPU, and how `pin_cpu_numerics`
+fixes each:
+
+- ATen's vectorised kernels (reductions, element-wise maths) follow the CPU's vector width:
+  pinned to their AVX2 versions (`ATEN_CPU_CAPABILITY=avx2`), which every such CPU runs.
+- oneDNN's convolutions choose their blocking from the instruction set and the cache sizes, which
+  differ between vendors and models: off, so ATen's own convolutions run (im2col and a GEMM).
+- MKL's GEMM picks a code path per CPU: pinned to its AVX2 path (Conditional Numerical
+  Reproducibility, `MKL_CBWR=AVX2`).
+- Parallel reductions split their work by the thread count: a fixed count (`cpu.threads`),
+  whatever the machine has.
+
+ATen's capability and MKL's path are read once, at the first tensor operation, so this must run
+before any. It holds for CPU work only: CUDA kernels (cuDNN's algorithm search, bf16, atomics)
+are not bit-identical between GPU models, and ARM CPUs have other kernels (each ARM CPU model is
+consistent with itself). `cpu.reproducible: false` keeps the CPU's fastest kernels instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+
+import torch
+
+from spade.config import CpuConfig
+
+log = logging.getLogger(__name__)
+
+PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+
+
+def has_avx2() -> bool:
+    """Whether this is an x86-64 CPU with AVX2 and FMA (Linux: read from /proc/cpuinfo)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return True  # another OS on x86-64: ATen and MKL fall back by themselves if need be
+    return "avx2" in flags and "fma" in flags
+
+
+def pin_cpu_numerics(cfg: CpuConfig) -> None:
+    """Make CPU float results depend on the params alone (see the module docstring)."""
+    if not cfg.reproducible:
+        return
+    if has_avx2():
+        os.environ.update(PINNED_ENV)
+        capability = torch.backends.cpu.get_cpu_capability()
+        if capability != "AVX2":
+            raise RuntimeError(
+                f"ATen's CPU kernels were chosen ({capability}) before pin_cpu_numerics ran"
+            )
+    else:
+        log.warning(
+            "cpu.reproducible: this CPU (%s) has no AVX2, so its results match only CPUs of "
+            "its own kind",
+            platform.machine(),
+        )
+    torch.backends.mkldnn.enabled = False
+    torch.backends.nnpack.set_flags(False)
+    torch.set_num_threads(cfg.threads)
