@@ -3,7 +3,8 @@
 Runs, in order, and writes everything to bench/results/gpu-check.json (plus a table at the end):
   1. the GPU tests (`pytest -m gpu`),
   2. a rehearsal of the full preset (presets/rehearsal.yaml: `dvc repro` from scratch in a
-     temporary copy of the repository, every stage timed),
+     temporary copy of the repository, every stage timed; its evaluation grid is kept beside
+     the report, as gpu-check-rehearsal-grid.png),
   3. training throughput at 256 px, batch 4 and 16 (and 64 when it fits): fp32 against the
      trainer's fast path and each speed-up switch, with peak memory, and the estimated wall
      time of the full preset (37 epochs over 18,000 images),
@@ -27,6 +28,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,7 +92,9 @@ def gpu_tests(smoke: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------- 2. rehearsal
 
 
-def rehearsal(smoke: bool) -> dict[str, Any]:
+def rehearsal(smoke: bool, grid: Path) -> dict[str, Any]:
+    """`dvc repro` of the rehearsal preset, stage by stage; its evaluation grid (rough,
+    teacher, real per row) is copied to `grid`."""
     layers = ["presets/full.yaml", "presets/rehearsal.yaml", *(["presets/tiny.yaml"] * smoke)]
     params = preset(*layers)
     with tempfile.TemporaryDirectory(prefix="spade-rehearsal-") as tmp:
@@ -111,6 +115,7 @@ def rehearsal(smoke: bool) -> dict[str, Any]:
                 run(["dvc", "repro", "-s", stage], repo, env, timeout=1800)
                 run(["dvc", "repro", "-s", "params"], repo, env)
             seconds[stage] = round(time.perf_counter() - t0, 1)
+            log.info("rehearsal: %s %.1f s", stage, seconds[stage])
         status = run(["dvc", "status"], repo, env)
         if "up to date" not in status:
             raise RuntimeError(f"dvc status after the rehearsal:\n{status}")
@@ -118,10 +123,12 @@ def rehearsal(smoke: bool) -> dict[str, Any]:
             name: json.loads((repo / f"metrics/{name}.json").read_text())
             for name in ("train", "eval")
         }
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(repo / "data/eval/grid.png", grid)
     result = {"stage_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)}
     if notes:  # finished, but not the way it should have
         result["problems"] = ["roughen fell back to OpenCV", notes]
-    return result | {"metrics": metrics}
+    return result | {"metrics": metrics, "grid": grid.name}
 
 
 # --------------------------------------------------------------------------- 3-4. training
@@ -309,9 +316,10 @@ def main() -> int:
         "steps": {},
     }
     training: dict[str, Any] = {}
+    grid = args.out.with_name(f"{args.out.stem}-rehearsal-grid.png")
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("gpu_tests", lambda: gpu_tests(smoke)),
-        ("rehearsal", lambda: rehearsal(smoke)),
+        ("rehearsal", lambda: rehearsal(smoke, grid)),
         (
             "training",
             lambda: training.update(training_throughput(smoke, device, args.compile)) or training,

@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ("metrics", "dvclive", "dvclive_distill", "data", "models")  # the committed demo's
-NOT_COPIED = (".git", ".venv", ".anchors", ".cache", "out", "__pycache__", *RESULTS)
+NOT_COPIED = (".git", ".venv", ".anchors", ".cache", "out", "__pycache__")  # at any depth
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -46,10 +46,11 @@ def project_files() -> list[str]:
             text=True,
         ).stdout.split()
         return [f for f in listed if (ROOT / f).is_file() and f.split("/")[0] not in RESULTS]
+    files = (p.relative_to(ROOT) for p in ROOT.rglob("*") if p.is_file())
     return [
-        p.relative_to(ROOT).as_posix()
-        for p in ROOT.rglob("*")
-        if p.is_file() and not set(p.relative_to(ROOT).parts) & set(NOT_COPIED)
+        f.as_posix()
+        for f in files
+        if f.parts[0] not in RESULTS and not set(f.parts) & set(NOT_COPIED)  # not spade/metrics
     ]
 
 

@@ -31,6 +31,7 @@ def test_cpu_smoke_runs_every_step(tmp_path: Path):
     rehearsal = report["steps"]["rehearsal"]["result"]
     assert set(rehearsal["stage_seconds"]) >= {"demo", "roughen", "train", "evaluate"}
     assert {"kid_mean", "diversity", "l1"} <= set(rehearsal["metrics"]["eval"])
+    assert (tmp_path / rehearsal["grid"]).read_bytes().startswith(b"\x89PNG")
     training = report["steps"]["training"]["result"]["batch_2"]
     assert training["fp32"]["images_per_s"] > 0
     assert "GPU check on cpu (smoke)" in proc.stdout
@@ -42,3 +43,15 @@ def test_without_cuda_it_says_so_and_exits_0():
         [sys.executable, "bench/gpu_check.py"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0 and "no CUDA device" in proc.stdout + proc.stderr
+
+
+def test_the_rehearsal_copies_the_project_also_without_git(monkeypatch):
+    """The GPU machine gets the working tree without .git: the scratch copy then lists files
+    itself, leaving out the results at the top (metrics/) but not spade/metrics/."""
+    from devtools import scratch
+
+    monkeypatch.setattr(scratch.shutil, "which", lambda name: None)
+    files = set(scratch.project_files())
+    assert {"dvc.yaml", "spade/metrics/__init__.py", "stages/train.py"} <= files
+    assert not any(f.split("/")[0] in (*scratch.RESULTS, ".venv", ".git") for f in files)
+    assert not any("__pycache__" in f for f in files)
