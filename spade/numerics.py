@@ -16,8 +16,9 @@ fixes each:
 
 ATen's capability and MKL's path are read once, at the first tensor operation, so this must run
 before any. It holds for CPU work only: CUDA kernels (cuDNN's algorithm search, bf16, atomics)
-are not bit-identical between GPU models, and ARM CPUs have other kernels (each ARM CPU model is
-consistent with itself). `cpu.reproducible: false` keeps the CPU's fastest kernels instead.
+are not bit-identical between GPU models (a stage on CUDA pins nothing), and ARM CPUs have other
+kernels (each ARM CPU model is consistent with itself). `cpu.reproducible: false` keeps the
+CPU's fastest kernels instead.
 """
 
 from __future__ import annotations
@@ -47,9 +48,13 @@ def has_avx2() -> bool:
     return "avx2" in flags and "fma" in flags
 
 
-def pin_cpu_numerics(cfg: CpuConfig) -> None:
-    """Make CPU float results depend on the params alone (see the module docstring)."""
+def pin_cpu_numerics(cfg: CpuConfig, device: torch.device) -> None:
+    """Make CPU float results depend on the params alone (see the module docstring). A stage
+    that computes on CUDA keeps the CPU's own kernels: its results are the GPU's anyway."""
     if not cfg.reproducible:
+        return
+    if device.type != "cpu":
+        log.info("cpu.reproducible: %s results are not bit-identical across GPU models", device)
         return
     if has_avx2():
         os.environ.update(PINNED_ENV)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from spade.config import load_params
 from spade.console import run
+from spade.devices import resolve_device
 from spade.distill import distill
 from spade.numerics import pin_cpu_numerics
 from spade.train import launch
@@ -18,7 +19,7 @@ DISCRIMINATOR = Path("models/discriminator.pt")
 
 def main() -> None:
     params = load_params()
-    pin_cpu_numerics(params.cpu)
+    pin_cpu_numerics(params.cpu, resolve_device("auto"))  # as training picks
     cfg = params.distill
     launch(__file__, cfg, lambda env: distill(cfg, env, TEACHER, DISCRIMINATOR))
 

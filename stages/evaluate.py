@@ -25,8 +25,8 @@ METRICS = Path("metrics/eval.json")
 
 def main() -> None:
     params = load_params()
-    pin_cpu_numerics(params.cpu)
     settings = Settings(params.evaluate, params.features, resolve_device(params.features.device))
+    pin_cpu_numerics(params.cpu, settings.device)
     model, _ = load_generator(MODEL, settings.device)
     probe_file = FEATURES / "style_probe.pt"
     test = HeldOut(

@@ -26,9 +26,9 @@ OUT = Path("data/features")
 
 def main() -> None:
     params = load_params()
-    pin_cpu_numerics(params.cpu)
     cfg = params.features
     device = resolve_device(cfg.device)
+    pin_cpu_numerics(params.cpu, device)
     test = load_image_array(SAMPLED / "test.npy")
     labels = {
         split: manifest_styles(SAMPLED / "manifest.csv", split) for split in ("train", "test")

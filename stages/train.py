@@ -6,13 +6,14 @@ Parameters are validated first; with nproc > 1 the stage then replaces itself wi
 
 from spade.config import load_params
 from spade.console import run
+from spade.devices import resolve_device
 from spade.numerics import pin_cpu_numerics
 from spade.train import TrainPaths, launch, train
 
 
 def main() -> None:
     params = load_params()
-    pin_cpu_numerics(params.cpu)
+    pin_cpu_numerics(params.cpu, resolve_device("auto"))  # as training picks
     cfg = params.train
     launch(__file__, cfg, lambda env: train(cfg, env, TrainPaths(), params.roughen.recipe))
 
