@@ -22,6 +22,7 @@ import contextlib
 import copy
 import functools
 import hashlib
+import importlib
 import importlib.util
 import io
 import json
@@ -31,6 +32,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Protocol
 
 import numpy as np
@@ -196,6 +198,19 @@ def onnx_graph(model: FaceModel, cache_dir: Path | None = None) -> bytes:
     return data
 
 
+def _import(module: str, runtime: str) -> ModuleType:
+    """`module` for `--runtime runtime`, or one line that says whether it is missing or broken."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if isinstance(e, ModuleNotFoundError) and e.name == module:
+            raise UserError(f"--runtime {runtime} needs {module}: pip install {module}") from None
+        raise UserError(
+            f"{module} is installed but fails to import ({e}): "
+            f"pip install --force-reinstall {module}"
+        ) from None
+
+
 def _inputs(cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor]) -> list:
     return [a.float().cpu().numpy() for a in (cond, z, *noise)]
 
@@ -207,10 +222,7 @@ class OnnxRunner:
     dtype = torch.float32
 
     def __init__(self, graph: bytes):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UserError("--runtime onnx needs onnxruntime: pip install onnxruntime") from None
+        ort = _import("onnxruntime", self.name)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3  # errors only
@@ -230,10 +242,7 @@ class OpenVinoRunner:
     name = "openvino"
 
     def __init__(self, graph: bytes, dtype: torch.dtype):
-        try:
-            import openvino as ov
-        except ImportError:
-            raise UserError("--runtime openvino needs openvino: pip install openvino") from None
+        ov = _import("openvino", self.name)
         self.dtype = dtype
         core = ov.Core()
         network = core.read_model(graph)
@@ -285,7 +294,7 @@ def installed(name: str) -> bool:
 def make_runner(name: str, model: FaceModel, dtype: torch.dtype = torch.float32) -> Runner:
     """`torch` (in `dtype`), `onnx` (fp32), `openvino` (in `dtype`) — the last two on the CPU
     only — or `auto`: PyTorch on a GPU; on the CPU the fastest installed runtime, by a
-    measurement of one face each."""
+    measurement of one face each (a runtime that fails to load is skipped, with a warning)."""
     device = next(model.parameters()).device
     if name in GRAPH_RUNTIMES and device.type != "cpu":
         raise UserError(f"the {name} runtime runs on the CPU: use --device cpu or --runtime torch")
@@ -294,7 +303,13 @@ def make_runner(name: str, model: FaceModel, dtype: torch.dtype = torch.float32)
         return _build(name, model, graph, dtype)
     if device.type != "cpu":
         return TorchRunner(model, dtype)
-    runners = [_build(n, model, graph, dtype) for n in RUNTIMES[1:] if installed(n)]
+    runners = [TorchRunner(model, dtype)]
+    for other in GRAPH_RUNTIMES:
+        if installed(other):
+            try:
+                runners.append(_build(other, model, graph, dtype))
+            except Exception as e:  # a broken install, or a graph it cannot load: not fatal here
+                log.warning("runtime %s skipped: %s", other, e)
     times = {r.name: _seconds(r, model) for r in runners}
     best = min(runners, key=lambda r: times[r.name])
     shown = ", ".join(f"{n} {t * 1000:.0f} ms" for n, t in times.items())

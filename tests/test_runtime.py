@@ -19,6 +19,7 @@ import torch
 import spade
 from spade import painter as painter_module
 from spade.checkpoint import load_generator, write_generator
+from spade.errors import UserError
 from spade.painter import Painter, load_painter
 from spade.runtime import make_runner, onnx_bytes
 
@@ -169,6 +170,23 @@ def test_a_full_cache_disk_falls_back_to_exporting(
         assert load_painter(tiny_generator_file, CPU, "onnx").runner.name == "onnx"
     assert "cannot cache the ONNX graph" in caplog.text
     assert not list(onnx_cache.glob("*.onnx"))
+
+
+def test_auto_skips_a_runtime_that_does_not_import(
+    tiny_generator_file, tmp_path, monkeypatch, caplog
+):
+    broken = tmp_path / "site/openvino"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(
+        'raise ImportError("libopenvino.so: cannot open shared object file")\n'
+    )
+    monkeypatch.syspath_prepend(str(broken.parent))
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+    with caplog.at_level(logging.WARNING, logger="spade.runtime"):
+        assert load_painter(tiny_generator_file, CPU, "auto").runner.name != "openvino"
+    assert "openvino" in caplog.text and "cannot open shared object" in caplog.text
+    with pytest.raises(UserError, match=r"openvino.*cannot open shared object"):
+        load_painter(tiny_generator_file, CPU, "openvino")
 
 
 def test_an_empty_cache_variable_means_the_default_folder(
