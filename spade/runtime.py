@@ -211,6 +211,17 @@ def _import(module: str, runtime: str) -> ModuleType:
         ) from None
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware (AMX / AVX512-BF16 CPUs, Ampere+ GPUs);
+    elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # torch has no public query for the CPU's bf16 support
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:
+        return False
+
+
 def _inputs(cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor]) -> list:
     return [a.float().cpu().numpy() for a in (cond, z, *noise)]
 
@@ -237,13 +248,15 @@ class OnnxRunner:
 class OpenVinoRunner:
     """The ONNX graph compiled by OpenVINO for the CPU, one face at a time, in fp32 or bf16
     (bf16 runs on AMX units where the CPU has them: several times faster, within a few levels
-    in 255 of fp32)."""
+    in 255 of fp32; a CPU without native bf16 computes fp32, and `dtype` says so)."""
 
     name = "openvino"
 
     def __init__(self, graph: bytes, dtype: torch.dtype):
         ov = _import("openvino", self.name)
-        self.dtype = dtype
+        if dtype == torch.bfloat16 and not native_bf16(torch.device("cpu")):
+            log.warning("this CPU does not compute bf16 natively: OpenVINO computes in fp32")
+            dtype = torch.float32
         core = ov.Core()
         network = core.read_model(graph)
         network.reshape({i.get_any_name(): [1, *i.get_partial_shape()[1:]] for i in network.inputs})
@@ -254,6 +267,8 @@ class OpenVinoRunner:
             "PERFORMANCE_HINT": "LATENCY",
         }
         self.compiled = core.compile_model(network, "CPU", config)
+        computed = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what it runs in
+        self.dtype = torch.bfloat16 if computed == ov.Type.bf16 else torch.float32
 
     def __call__(self, cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor]):
         faces = [
