@@ -102,7 +102,7 @@ def load_painter(
 ) -> Painter:
     """A model file, ready to paint: on `device`, through `runtime` (`spade.runtime`)."""
     model, recipe = load_generator(path, device)
-    runner = make_runner(runtime, model, Path(path), PRECISIONS[precision])
+    runner = make_runner(runtime, model, PRECISIONS[precision])
     return Painter(model, recipe, device, runner)
 
 

@@ -5,33 +5,42 @@ A runner takes what seeded inference draws — the rough, z and the per-layer no
 CPU — and returns the face, so a seed gives the same face whichever runtime computes it (ONNX
 Runtime's and OpenVINO's fp32 faces are within one level in 255 of PyTorch's; tested).
 
-The ONNX graph is exported at load time from the model file and cached, keyed by the file's
-content and the torch version (`~/.cache/spade-anime/onnx`, `SPADE_ONNX_CACHE` moves it): a
-model file trained anywhere runs on ONNX Runtime without a pipeline stage, the export costs a
-few seconds once, and the pipeline's outputs do not depend on the ONNX exporter's version.
-`auto` measures every installed runtime on the CPU and keeps the fastest.
+The ONNX graph is exported at load time from the loaded generator and cached
+(`~/.cache/spade-anime/onnx`, `SPADE_ONNX_CACHE` moves it), keyed by everything the graph
+depends on: the generator's weights, architecture and size as loaded, the source of the network
+and export code, the opset and the torch version. Each graph is stored with its SHA-256 and
+verified on every load (a damaged one is exported again, with a warning); the `CACHE_KEEP` most
+recently used graphs are kept. A model file trained anywhere runs on ONNX Runtime without a
+pipeline stage, the export costs a few seconds once, and the pipeline's outputs do not depend on
+the ONNX exporter's version. `auto` measures every runtime that loads on the CPU and keeps the
+fastest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
+import importlib
 import importlib.util
 import io
+import json
 import logging
 import os
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeAlias
+from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from spade import networks
 from spade.errors import UserError
 from spade.files import write_bytes
 from spade.networks import FaceModel, SpadeGenerator
@@ -41,7 +50,7 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("auto", "torch", "onnx", "openvino")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}  # PyTorch's; ONNX graphs are fp32
 OPSET = 17
-Graph: TypeAlias = str | bytes  # an ONNX graph: its cached file's path, or its bytes
+CACHE_KEEP = 8  # graphs kept in the cache (the most recently used): a 256 px one is ~13 MB
 
 
 class Runner(Protocol):
@@ -117,28 +126,100 @@ def onnx_bytes(model: FaceModel) -> bytes:
 
 
 def default_cache_dir() -> Path:
-    if "SPADE_ONNX_CACHE" in os.environ:
+    """`SPADE_ONNX_CACHE` when set (and not empty), else the user's cache folder."""
+    if os.environ.get("SPADE_ONNX_CACHE"):
         return Path(os.environ["SPADE_ONNX_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "spade-anime" / "onnx"
 
 
-def onnx_graph(model: FaceModel, model_file: Path, cache_dir: Path | None = None) -> Graph:
-    """The ONNX graph of `model` (loaded from `model_file`): the cached file's path, or, when
-    the cache cannot be written, the graph's bytes."""
-    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()[:32]
-    path = (cache_dir or default_cache_dir()) / f"{digest}-torch{torch.__version__}.onnx"
-    if path.is_file():
-        return str(path)
+def graph_key(model: FaceModel) -> str:
+    """What the exported graph depends on: the generator's weights, architecture and size as
+    loaded (not the file, which may have changed since), the source of the network and export
+    code, the opset and the torch version."""
+    h = hashlib.sha256()
+    for source in (networks.__file__, __file__):
+        h.update(Path(source).read_bytes())
+    setup = [model.arch.model_dump(), model.image_size, OPSET, torch.__version__]
+    h.update(json.dumps(setup, sort_keys=True).encode())
+    for name, tensor in model.generator.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy())
+    return h.hexdigest()[:32]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _cached(path: Path) -> bytes | None:
+    """The graph at `path` if it matches the SHA-256 stored beside it; a damaged one (truncated,
+    replaced, a link to another file) is None, with a warning."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        data, expected = path.read_bytes(), path.with_suffix(".sha256").read_text().strip()
+    except OSError as e:
+        data, expected = b"", str(e)
+    if _sha256(data) != expected:
+        log.warning("the cached ONNX graph %s is damaged: exporting it again", path)
+        return None
+    with contextlib.suppress(OSError):  # a read-only cache: used, not marked
+        os.utime(path)  # recently used: kept by `_evict`
+    return data
+
+
+def _evict(folder: Path, keep: int) -> None:
+    """Remove all but the `keep` most recently used graphs (and their checksums)."""
+    with contextlib.suppress(OSError):  # another process evicting at the same time
+        graphs = sorted(folder.glob("*.onnx"), key=lambda p: p.lstat().st_mtime, reverse=True)
+        for old in graphs[keep:]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".sha256").unlink(missing_ok=True)
+
+
+def onnx_graph(model: FaceModel, cache_dir: Path | None = None) -> bytes:
+    """The ONNX graph of `model`: from the cache when a verified copy is there, else exported
+    and cached (when the cache cannot be written — read-only, full — exported on each start)."""
+    folder = cache_dir or default_cache_dir()
+    path = folder / f"{graph_key(model)}.onnx"
+    if (data := _cached(path)) is not None:
+        return data
     t0 = time.perf_counter()
     data = onnx_bytes(model)
-    try:
+    try:  # the checksum first: a graph never appears without one
+        write_bytes(path.with_suffix(".sha256"), f"{_sha256(data)}\n".encode())
         write_bytes(path, data)
-    except OSError as e:
-        log.warning("cannot cache the ONNX graph in %s (%s): exporting on each start", path, e)
+    except (OSError, UserError) as e:  # write_bytes: a full disk is a UserError
+        log.warning("cannot cache the ONNX graph in %s (%s): exporting on each start", folder, e)
         return data
-    log.info("exported %s to ONNX in %.1f s (cached)", model_file, time.perf_counter() - t0)
-    return str(path)
+    _evict(folder, CACHE_KEEP)
+    log.info("exported the generator to ONNX in %.1f s (cached)", time.perf_counter() - t0)
+    return data
+
+
+def _import(module: str, runtime: str) -> ModuleType:
+    """`module` for `--runtime runtime`, or one line that says whether it is missing or broken."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if isinstance(e, ModuleNotFoundError) and e.name == module:
+            raise UserError(f"--runtime {runtime} needs {module}: pip install {module}") from None
+        raise UserError(
+            f"{module} is installed but fails to import ({e}): "
+            f"pip install --force-reinstall {module}"
+        ) from None
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware (AMX / AVX512-BF16 CPUs, Ampere+ GPUs);
+    elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # torch has no public query for the CPU's bf16 support
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:
+        return False
 
 
 def _inputs(cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor]) -> list:
@@ -151,11 +232,8 @@ class OnnxRunner:
     name = "onnx"
     dtype = torch.float32
 
-    def __init__(self, graph: Graph):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UserError("--runtime onnx needs onnxruntime: pip install onnxruntime") from None
+    def __init__(self, graph: bytes):
+        ort = _import("onnxruntime", self.name)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3  # errors only
@@ -170,16 +248,15 @@ class OnnxRunner:
 class OpenVinoRunner:
     """The ONNX graph compiled by OpenVINO for the CPU, one face at a time, in fp32 or bf16
     (bf16 runs on AMX units where the CPU has them: several times faster, within a few levels
-    in 255 of fp32)."""
+    in 255 of fp32; a CPU without native bf16 computes fp32, and `dtype` says so)."""
 
     name = "openvino"
 
-    def __init__(self, graph: Graph, dtype: torch.dtype):
-        try:
-            import openvino as ov
-        except ImportError:
-            raise UserError("--runtime openvino needs openvino: pip install openvino") from None
-        self.dtype = dtype
+    def __init__(self, graph: bytes, dtype: torch.dtype):
+        ov = _import("openvino", self.name)
+        if dtype == torch.bfloat16 and not native_bf16(torch.device("cpu")):
+            log.warning("this CPU does not compute bf16 natively: OpenVINO computes in fp32")
+            dtype = torch.float32
         core = ov.Core()
         network = core.read_model(graph)
         network.reshape({i.get_any_name(): [1, *i.get_partial_shape()[1:]] for i in network.inputs})
@@ -190,6 +267,8 @@ class OpenVinoRunner:
             "PERFORMANCE_HINT": "LATENCY",
         }
         self.compiled = core.compile_model(network, "CPU", config)
+        computed = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what it runs in
+        self.dtype = torch.bfloat16 if computed == ov.Type.bf16 else torch.float32
 
     def __call__(self, cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor]):
         faces = [
@@ -214,7 +293,7 @@ def _seconds(runner: Runner, model: FaceModel) -> float:
     return min(times)
 
 
-def _build(name: str, model: FaceModel, graph: Callable[[], Graph], dtype: torch.dtype) -> Runner:
+def _build(name: str, model: FaceModel, graph: Callable[[], bytes], dtype: torch.dtype) -> Runner:
     if name == "torch":
         return TorchRunner(model, dtype)
     if name == "onnx":
@@ -227,21 +306,25 @@ def installed(name: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def make_runner(
-    name: str, model: FaceModel, model_file: Path, dtype: torch.dtype = torch.float32
-) -> Runner:
+def make_runner(name: str, model: FaceModel, dtype: torch.dtype = torch.float32) -> Runner:
     """`torch` (in `dtype`), `onnx` (fp32), `openvino` (in `dtype`) — the last two on the CPU
     only — or `auto`: PyTorch on a GPU; on the CPU the fastest installed runtime, by a
-    measurement of one face each."""
+    measurement of one face each (a runtime that fails to load is skipped, with a warning)."""
     device = next(model.parameters()).device
     if name in GRAPH_RUNTIMES and device.type != "cpu":
         raise UserError(f"the {name} runtime runs on the CPU: use --device cpu or --runtime torch")
-    graph = functools.cache(lambda: onnx_graph(model, model_file))  # hashed and read once
+    graph = functools.cache(lambda: onnx_graph(model))  # looked up or exported once
     if name != "auto":
         return _build(name, model, graph, dtype)
     if device.type != "cpu":
         return TorchRunner(model, dtype)
-    runners = [_build(n, model, graph, dtype) for n in RUNTIMES[1:] if installed(n)]
+    runners = [TorchRunner(model, dtype)]
+    for other in GRAPH_RUNTIMES:
+        if installed(other):
+            try:
+                runners.append(_build(other, model, graph, dtype))
+            except Exception as e:  # a broken install, or a graph it cannot load: not fatal here
+                log.warning("runtime %s skipped: %s", other, e)
     times = {r.name: _seconds(r, model) for r in runners}
     best = min(runners, key=lambda r: times[r.name])
     shown = ", ".join(f"{n} {t * 1000:.0f} ms" for n, t in times.items())

@@ -1,17 +1,28 @@
 """The CPU runtimes (ONNX Runtime, OpenVINO): the same faces as PyTorch for the same seed, a
-cached export, and `auto` choosing by a measurement."""
+cached export that is verified and keyed by all the graph depends on, and `auto` choosing by a
+measurement."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from spade.checkpoint import load_generator
+import spade
+from spade import painter as painter_module
+from spade.checkpoint import load_generator, write_generator
+from spade.errors import UserError
 from spade.painter import Painter, load_painter
-from spade.runtime import make_runner, onnx_bytes
+from spade.runtime import make_runner, native_bf16, onnx_bytes
+from spade.studio.precision import precision_of
 
 from conftest import blob_image
 
@@ -42,15 +53,16 @@ def test_bf16_on_openvino_stays_close(tiny_generator_file):
     reference = faces(load_painter(tiny_generator_file, CPU, "torch"))
     bf16 = load_painter(tiny_generator_file, CPU, "openvino", "bf16")
     assert np.abs(faces(bf16) - reference).mean() < 2
+    assert precision_of(bf16) == ("bf16" if native_bf16(CPU) else "fp32")
 
 
-def test_the_export_is_cached_and_byte_stable(tiny_generator_file, onnx_cache):
+def test_the_export_is_cached_and_byte_stable(tiny_generator_file, onnx_cache, monkeypatch):
     load_painter(tiny_generator_file, CPU, "onnx")
-    (cached,) = onnx_cache.iterdir()
-    stamp = cached.stat().st_mtime_ns
-    load_painter(tiny_generator_file, CPU, "openvino")  # the same graph, not exported again
-    assert [p.name for p in onnx_cache.iterdir()] == [cached.name]
-    assert cached.stat().st_mtime_ns == stamp
+    (cached,) = onnx_cache.glob("*.onnx")
+    with monkeypatch.context() as patch:  # the same graph, not exported again
+        patch.setattr("spade.runtime.onnx_bytes", lambda model: pytest.fail("exported again"))
+        load_painter(tiny_generator_file, CPU, "openvino")
+    assert list(onnx_cache.glob("*.onnx")) == [cached]
     model, _ = load_generator(tiny_generator_file, CPU)
     assert onnx_bytes(model) == cached.read_bytes()
 
@@ -58,7 +70,7 @@ def test_the_export_is_cached_and_byte_stable(tiny_generator_file, onnx_cache):
 def test_auto_measures_and_names_its_choice(tiny_generator_file, caplog):
     model, _ = load_generator(tiny_generator_file, CPU)
     with caplog.at_level(logging.INFO, logger="spade.runtime"):
-        runner = make_runner("auto", model, tiny_generator_file)
+        runner = make_runner("auto", model)
     assert runner.name in ("torch", "onnx", "openvino")
     assert f"runtime: {runner.name} (one face: torch" in caplog.text
 
@@ -67,5 +79,153 @@ def test_the_model_itself_is_left_as_it_was(tiny_generator_file):
     """Exporting folds spectral norm into a new instance: the loaded model still runs."""
     torch_gen = load_painter(tiny_generator_file, CPU, "torch")
     before = faces(torch_gen)
-    make_runner("onnx", torch_gen.model, tiny_generator_file)
+    make_runner("onnx", torch_gen.model)
     np.testing.assert_array_equal(faces(torch_gen), before)
+
+
+def onnx_matches_torch(path: Path) -> bool:
+    reference = faces(load_painter(path, CPU, "torch"))
+    return bool(np.abs(faces(load_painter(path, CPU, "onnx")) - reference).max() <= 1)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "symlink"])
+def test_a_damaged_cached_graph_is_exported_again(tiny_generator_file, onnx_cache, damage, caplog):
+    load_painter(tiny_generator_file, CPU, "onnx")
+    (cached,) = onnx_cache.glob("*.onnx")
+    whole = cached.read_bytes()
+    if damage == "symlink":
+        cached.unlink()
+        cached.symlink_to(tiny_generator_file)
+    else:
+        cached.write_bytes(whole[: len(whole) // 2] if damage == "truncated" else b"")
+    with caplog.at_level(logging.WARNING, logger="spade.runtime"):
+        assert onnx_matches_torch(tiny_generator_file)
+    assert "exporting it again" in caplog.text
+    assert not cached.is_symlink() and cached.read_bytes() == whole
+
+
+def test_the_graph_is_the_loaded_models_when_the_file_is_replaced(
+    tiny_generator_file, tmp_path, monkeypatch
+):
+    """The file changes between loading the model and exporting it: each model gets its graph."""
+    path = tmp_path / "generator.pt"
+    shutil.copy(tiny_generator_file, path)
+    other, recipe = load_generator(path, CPU)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(1)
+        for p in other.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+
+    def load_then_replace(file, device):
+        loaded = load_generator(file, device)
+        write_generator(path, other, recipe)  # another model lands while the first is exported
+        return loaded
+
+    with monkeypatch.context() as patch:
+        patch.setattr(painter_module, "load_generator", load_then_replace)
+        first = load_painter(path, CPU, "onnx")
+    assert np.abs(faces(first) - faces(load_painter(tiny_generator_file, CPU, "torch"))).max() <= 1
+    assert onnx_matches_torch(path)  # the new model, not the first one's cached graph
+
+
+def test_a_change_to_the_network_code_exports_a_new_graph(
+    tiny_generator_file, tmp_path, onnx_cache
+):
+    load_painter(tiny_generator_file, CPU, "onnx")  # cached with today's networks.py
+    code = tmp_path / "code"
+    shutil.copytree(
+        Path(spade.__file__).parent, code / "spade", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    networks = code / "spade/networks.py"
+    old = "return torch.tanh(self.to_rgb("
+    assert networks.read_text().count(old) == 1
+    networks.write_text(networks.read_text().replace(old, "return -torch.tanh(self.to_rgb("))
+    script = (
+        "import sys, numpy as np, torch\n"
+        "from spade.painter import load_painter\n"
+        "rough = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)\n"
+        "cpu = torch.device('cpu')\n"
+        "a, b = (load_painter(sys.argv[1], cpu, r).face(rough, 0) for r in ('torch', 'onnx'))\n"
+        "print(np.abs(a.astype(int) - b).max())\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(code), "SPADE_ONNX_CACHE": str(onnx_cache)}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_generator_file)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) <= 1
+    assert len(list(onnx_cache.glob("*.onnx"))) == 2
+
+
+def test_a_full_cache_disk_falls_back_to_exporting(
+    tiny_generator_file, onnx_cache, monkeypatch, caplog
+):
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with caplog.at_level(logging.WARNING, logger="spade.runtime"):
+        assert load_painter(tiny_generator_file, CPU, "onnx").runner.name == "onnx"
+    assert "cannot cache the ONNX graph" in caplog.text
+    assert not list(onnx_cache.glob("*.onnx"))
+
+
+def test_auto_skips_a_runtime_that_does_not_import(
+    tiny_generator_file, tmp_path, monkeypatch, caplog
+):
+    broken = tmp_path / "site/openvino"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(
+        'raise ImportError("libopenvino.so: cannot open shared object file")\n'
+    )
+    monkeypatch.syspath_prepend(str(broken.parent))
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+    with caplog.at_level(logging.WARNING, logger="spade.runtime"):
+        assert load_painter(tiny_generator_file, CPU, "auto").runner.name != "openvino"
+    assert "openvino" in caplog.text and "cannot open shared object" in caplog.text
+    with pytest.raises(UserError, match=r"openvino.*cannot open shared object"):
+        load_painter(tiny_generator_file, CPU, "openvino")
+
+
+def test_an_empty_cache_variable_means_the_default_folder(
+    tiny_generator_file, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SPADE_ONNX_CACHE", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    load_painter(tiny_generator_file, CPU, "onnx")
+    assert not list((tmp_path / "cwd").iterdir())
+    assert list((tmp_path / "xdg/spade-anime/onnx").glob("*.onnx"))
+
+
+def test_bf16_is_reported_only_where_openvino_computes_it(tiny_generator_file, monkeypatch, caplog):
+    monkeypatch.setattr("spade.runtime.native_bf16", lambda device: False, raising=False)
+    with caplog.at_level(logging.WARNING, logger="spade.runtime"):
+        painter = load_painter(tiny_generator_file, CPU, "openvino", "bf16")
+    assert precision_of(painter) == "fp32"  # what /api/info and the start line report
+    openvino = pytest.importorskip("openvino")
+    assert painter.runner.compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+    assert "bf16" in caplog.text
+
+
+def test_the_cache_keeps_the_most_recently_used_graphs(
+    tiny_generator_file, onnx_cache, monkeypatch
+):
+    monkeypatch.setattr("spade.runtime.CACHE_KEEP", 2, raising=False)
+    onnx_cache.mkdir()
+    for i in range(3):  # graphs of other models, used long ago
+        old = onnx_cache / f"old{i}.onnx"
+        old.write_bytes(b"graph")
+        os.utime(old, (1000 + i, 1000 + i))
+    load_painter(tiny_generator_file, CPU, "onnx")
+    kept = sorted(p.name for p in onnx_cache.glob("*.onnx"))
+    assert len(kept) == 2 and "old2.onnx" in kept
+    (ours,) = (p for p in onnx_cache.glob("*.onnx") if p.name != "old2.onnx")
+    os.utime(ours, (1, 1))
+    load_painter(tiny_generator_file, CPU, "onnx")  # a cache hit marks it as used
+    assert ours.stat().st_mtime > 1000

@@ -7,18 +7,7 @@ from __future__ import annotations
 import torch
 
 from spade.painter import Painter
-from spade.runtime import PRECISIONS
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 in hardware (AMX / AVX512-BF16 CPUs, Ampere+ GPUs);
-    elsewhere bf16 is emulated and slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:  # torch has no public query for the CPU's bf16 support
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:
-        return False
+from spade.runtime import PRECISIONS, native_bf16
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
