@@ -2,6 +2,10 @@
 
 import importlib.util
 import math
+import os
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +14,8 @@ import torch
 from spade.errors import UserError
 from spade.metrics.fid import fid_from_features
 from spade.metrics.inception import (
+    _preprocess,
+    default_weights_path,
     extract_features,
     load_inception,
     tf_bilinear_resize,
@@ -80,6 +86,43 @@ def test_features_offline():
     features = extract_features(images, device="cpu", batch_size=2, progress=False)
     assert features.shape == (3, 2048) and features.dtype == np.float64
     assert np.isfinite(features).all() and (features >= 0).all()  # pool3 follows a ReLU
+
+
+@needs_weights
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_blocks_give_the_whole_networks_features():
+    whole = torch.jit.load(str(default_weights_path())).eval()
+    images = np.random.default_rng(3).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    x = _preprocess(images, torch.device("cpu"))
+    with torch.inference_mode():
+        assert torch.equal(load_inception("cpu")(x), whole(x))
+
+
+@needs_weights
+def test_a_stop_comes_through_within_a_fraction_of_a_batch():
+    """SIGTERM (a KeyboardInterrupt, as `spade.console` makes it) 10% into a batch stops the
+    extraction well before the batch ends: it waits for one block, not for the batch."""
+    images = np.random.default_rng(4).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    extract_features(images[:1], device="cpu", progress=False)  # TorchScript's profiling run
+    t0 = time.perf_counter()
+    extract_features(images, device="cpu", batch_size=4, progress=False)
+    batch = time.perf_counter() - t0
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    timer = threading.Timer(0.1 * batch, os.kill, (os.getpid(), signal.SIGUSR1))
+    try:
+        timer.start()
+        t0 = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            extract_features(images, device="cpu", batch_size=4, progress=False)
+        stopped = time.perf_counter() - t0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    assert stopped < 0.5 * batch, f"stopped after {stopped:.2f} s of a {batch:.2f} s batch"
 
 
 @needs_weights
