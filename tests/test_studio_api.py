@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
+import selectors
 import socket
 import struct
+import threading
+import time
 import zlib
 
 import httpx2 as httpx
@@ -462,6 +466,73 @@ def test_slow_clients_are_cut_off(tiny_painter):
         answer = raw_exchange(url, head, pause=3)
         assert answer.startswith(b"HTTP/1.1 408") and b"content-security-policy" in answer.lower()
         # and a well-behaved request still works
+        assert httpx.get(url + "/api/info").status_code == 200
+
+
+# --------------------------------------------------------------------------- idle connections
+
+
+def face_at(url: str, seed: int = 1) -> httpx.Response:
+    """A face from the real server, over a connection of its own."""
+    return httpx.post(url + "/api/face", json={"rough": b64(a_rough()), "seed": seed}, timeout=30)
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def idle_sockets(url: str, n: int) -> list[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", port_of(url))) for _ in range(n)]
+
+
+def test_idle_connections_never_keep_a_request_out(tiny_painter):
+    """Sockets that send nothing do not count against the requests the studio takes: 64 of
+    them (the old limit), reopened as soon as the header deadline closes them, change nothing."""
+    from spade.studio.server import running
+
+    stop = threading.Event()
+
+    def reconnecting(url: str, n: int) -> None:
+        sel = selectors.DefaultSelector()
+        for s in idle_sockets(url, n):
+            sel.register(s, selectors.EVENT_READ)
+        while not stop.is_set():
+            for key, _ in sel.select(0.05):  # readable: closed by the server
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+                with contextlib.suppress(OSError):
+                    sel.register(idle_sockets(url, 1)[0], selectors.EVENT_READ)
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()
+
+    with running(tiny_painter, limits=Limits(header_seconds=0.5)) as url:
+        attacker = threading.Thread(target=reconnecting, args=(url, 64))
+        attacker.start()
+        try:
+            time.sleep(0.3)
+            codes = [face_at(url).status_code for _ in range(4)]
+            time.sleep(0.5)  # the first 64 have been closed and reopened
+            codes += [face_at(url).status_code for _ in range(4)]
+        finally:
+            stop.set()
+            attacker.join()
+    assert codes == [200] * 8
+
+
+def test_requests_past_the_limit_are_refused_at_once(tiny_painter):
+    from spade.studio.server import running
+
+    with running(tiny_painter, limits=Limits(requests=1)) as url:
+        with socket.create_connection(("127.0.0.1", port_of(url))) as uploading:
+            uploading.sendall(
+                b"POST /api/face HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )
+            time.sleep(0.2)  # its body is coming: one request in flight
+            busy = httpx.get(url + "/api/info")
+            assert "busy" in error(busy, 503)
+            assert all(h in busy.headers for h in SECURITY_HEADERS)
+        time.sleep(0.2)
         assert httpx.get(url + "/api/info").status_code == 200
 
 

@@ -13,8 +13,8 @@ the security headers. Request bodies are parsed and pictures decoded in worker t
 `Limits.decoders` at once (a big picture costs memory), and inference runs in worker threads, at
 most `Limits.workers` at once, so the event loop keeps serving; each face draws its randomness
 from its own seeded stream (`Painter.face`), so concurrent requests never change each
-other's faces. PNG responses carry a `Server-Timing` header (queue, infer, total in ms) for the
-page's latency readout and the benchmark.
+other's faces. Requests are admitted by `Admission`. PNG responses carry a `Server-Timing`
+header (queue, infer, total in ms) for the page's latency readout and the benchmark.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from spade.config import MAX_SEED
 from spade.errors import UserError
 from spade.images import png_bytes
 from spade.painter import Painter
+from spade.studio.admission import Admission
 from spade.studio.palette import default_rough, palette
 from spade.studio.precision import precision_of
 from spade.studio.uploads import (
@@ -289,8 +290,8 @@ def create_app(
     model_name: str = "generator",
     allowed_hosts: Sequence[str] | None = None,
 ) -> ASGIApp:
-    """The studio for one painter (a loaded model), inside the security headers (outermost, so that
-    even the server-error middleware's 500 passes through them).
+    """The studio for one painter (a loaded model), inside `Admission` and the security headers
+    (outermost, so that even the server-error middleware's 500 passes through them).
 
     `allowed_hosts` (Host header names) guards a loopback server against DNS rebinding: the
     CLI passes the loopback names when it binds 127.0.0.1. None accepts any Host.
@@ -320,4 +321,4 @@ def create_app(
         },
     )
     app.state.studio = Studio(painter, limits, model_name)
-    return SecurityHeaders(app)
+    return SecurityHeaders(Admission(app, limits))

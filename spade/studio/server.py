@@ -1,8 +1,9 @@
 """Serving the studio with uvicorn on a socket bound up front (a busy port is one clear line).
 
 Slow clients are cut off: a request's headers must arrive within `Limits.header_seconds`
-(`DeadlineH11`; the body has `Limits.body_seconds`, `uploads.read_body`), and at most
-`Limits.connections` are open at once (uvicorn answers the others 503).
+(`DeadlineH11`; the body has `Limits.body_seconds`, `uploads.read_body`). What requests may ask
+for is bounded by `Admission`, which counts requests in flight, not open connections: uvicorn's
+`limit_concurrency` counts connections, so sockets that send nothing would lock everyone out.
 """
 
 from __future__ import annotations
@@ -123,7 +124,6 @@ def make_server(
         log_level="info",
         access_log=False,
         lifespan="off",
-        limit_concurrency=limits.connections,
         timeout_keep_alive=5,
     )
     return uvicorn.Server(config)
