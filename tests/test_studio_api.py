@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import re
 import selectors
 import socket
@@ -469,7 +470,20 @@ def test_slow_clients_are_cut_off(tiny_painter):
         assert httpx.get(url + "/api/info").status_code == 200
 
 
-# --------------------------------------------------------------------------- idle connections
+# --------------------------------------------------------------------------- idle, abandoned, stop
+
+
+class SlowPainter(Painter):
+    """The tiny painter, 20 ms a face (a real model's pace), counting the faces it paints."""
+
+    def __init__(self, painter: Painter, seconds: float = 0.02):
+        super().__init__(painter.model, painter.recipe, painter.device, painter.runner)
+        self.seconds, self.faces = seconds, 0
+
+    def face(self, *args, **kwargs) -> np.ndarray:
+        self.faces += 1
+        time.sleep(self.seconds)
+        return super().face(*args, **kwargs)
 
 
 def face_at(url: str, seed: int = 1) -> httpx.Response:
@@ -483,6 +497,15 @@ def port_of(url: str) -> int:
 
 def idle_sockets(url: str, n: int) -> list[socket.socket]:
     return [socket.create_connection(("127.0.0.1", port_of(url))) for _ in range(n)]
+
+
+def strip_request(k: int = 16) -> bytes:
+    body = json.dumps({"rough": b64(a_rough()), "seed": 1, "seed_to": 2, "k": k}).encode()
+    head = (
+        "POST /api/strip HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 def test_idle_connections_never_keep_a_request_out(tiny_painter):
@@ -517,6 +540,46 @@ def test_idle_connections_never_keep_a_request_out(tiny_painter):
             stop.set()
             attacker.join()
     assert codes == [200] * 8
+
+
+def test_abandoned_requests_are_dropped(tiny_painter):
+    """20 strips of 16 faces sent and left (the socket closed at once) are not painted: a face
+    asked for next is answered at once, not after their 320 faces (over 6 s)."""
+    from spade.studio.server import running
+
+    slow = SlowPainter(tiny_painter)
+    with running(slow) as url:
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", port_of(url))) as s:
+                s.sendall(strip_request())
+        t0 = time.perf_counter()
+        r = face_at(url)
+        waited = time.perf_counter() - t0
+    assert r.status_code == 200 and waited < 2, f"{waited:.1f} s: {r.headers['server-timing']}"
+    assert slow.faces <= 4  # the real face, and a strip's first faces before its client was gone
+
+
+def test_one_client_queues_a_bounded_number_of_requests(tiny_painter):
+    """Past `Limits.per_client` requests queued from one address, the next is refused at once
+    (429) instead of waiting behind them; other requests still load."""
+    from spade.studio.server import running
+
+    n = Limits().per_client
+    with running(SlowPainter(tiny_painter)) as url:
+        strips = [socket.create_connection(("127.0.0.1", port_of(url))) for _ in range(n)]
+        for s in strips:
+            s.sendall(strip_request())  # 16 faces each, 20 ms a face: 2.6 s in all
+        time.sleep(0.3)
+        t0 = time.perf_counter()
+        refused = face_at(url)
+        assert time.perf_counter() - t0 < 1
+        assert "already queued" in error(refused, 429)
+        assert httpx.get(url + "/api/info").status_code == 200
+        for s in strips:
+            with s:
+                s.settimeout(30)
+                assert s.recv(12) == b"HTTP/1.1 200"
+        assert face_at(url).status_code == 200
 
 
 def test_requests_past_the_limit_are_refused_at_once(tiny_painter):

@@ -45,6 +45,7 @@ class Limits:
     body_seconds: float = 30.0  # to send a request body
     header_seconds: float = 10.0  # to send a request's headers
     requests: int = 64  # in flight at once (idle connections do not count); more get 503
+    per_client: int = 8  # arrived whole and waiting or computing, per address; more get 429
 
 
 def _size(n: int) -> str:
