@@ -599,6 +599,32 @@ def test_requests_past_the_limit_are_refused_at_once(tiny_painter):
         assert httpx.get(url + "/api/info").status_code == 200
 
 
+def test_stopping_the_server_takes_seconds(tiny_painter):
+    """Stopping waits `Limits.shutdown_seconds` (2 s) for requests in flight, then cancels
+    them: not 30 s for a body that trickles in, nor the queued strips of clients waiting."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spade.studio.server import running
+
+    body = {"rough": b64(a_rough()), "seed": 1, "seed_to": 2, "k": 16}
+    slow = SlowPainter(tiny_painter, seconds=0.1)
+    with ThreadPoolExecutor(3) as pool:
+        with running(slow) as url:
+            for _ in range(3):  # 4.8 s of strips, their clients waiting
+                pool.submit(httpx.post, url + "/api/strip", json=body, timeout=60)
+            trickle = socket.create_connection(("127.0.0.1", port_of(url)))
+            trickle.sendall(
+                b"POST /api/face HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )
+            time.sleep(0.3)
+            t0 = time.perf_counter()
+        stopped = time.perf_counter() - t0
+        trickle.close()
+    assert stopped < 4, f"the server took {stopped:.1f} s to stop"
+    assert slow.faces < 48  # the strips were cut short
+
+
 @pytest.mark.slow
 def test_memory_stays_bounded_under_worst_case_uploads(tiny_generator_file, tmp_path):
     """8 uploads at once of a 130 KB PNG that decodes to 4096² 16-bit RGBA (about 0.9 GB of

@@ -178,14 +178,16 @@ class Studio:
 
 async def in_thread(request: Request, fn: Callable[[], T], limiter: anyio.CapacityLimiter) -> T:
     """`fn` in a worker thread once `limiter` lets it, unless the request's `stop` (`Admission`)
-    is set by then: a request whose client left is dropped, not computed."""
+    is set by then: a request whose client left is dropped, not computed. Cancelled (the server
+    stopping), it returns at once, and `stop` is set: the thread stops at its next `check` (and
+    holds no token meanwhile: only then may one more thread than the limit run, briefly)."""
     stop = _stop(request)
 
     def call() -> T:
         check(stop)
         return fn()
 
-    return await anyio.to_thread.run_sync(call, limiter=limiter)
+    return await anyio.to_thread.run_sync(call, limiter=limiter, abandon_on_cancel=True)
 
 
 def _studio(request: Request) -> Studio:

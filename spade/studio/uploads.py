@@ -46,6 +46,7 @@ class Limits:
     header_seconds: float = 10.0  # to send a request's headers
     requests: int = 64  # in flight at once (idle connections do not count); more get 503
     per_client: int = 8  # arrived whole and waiting or computing, per address; more get 429
+    shutdown_seconds: float = 2.0  # for requests in flight to finish when the server stops
 
 
 def _size(n: int) -> str:
