@@ -74,9 +74,13 @@ class Admission:
         queued = False
 
         async def watch() -> None:  # once the body is read, only a disconnect can come
+            nonlocal queued
             while (await receive())["type"] != "http.disconnect":
                 pass
             stop.set()
+            if queued:  # nobody waits for it: it leaves its client's share at once
+                self.dequeue(client)
+                queued = False
 
         async def receive_and_queue() -> Message:
             """The app reads the body through this; its last part queues the request (or
@@ -84,10 +88,10 @@ class Admission:
             nonlocal watcher, queued
             message = await receive()
             if watcher is None and not message.get("more_body", False):
-                watcher = asyncio.ensure_future(watch())
                 if message["type"] == "http.request":
                     self.enqueue(client)
                     queued = True
+                watcher = asyncio.ensure_future(watch())
             return message
 
         self.in_flight += 1
