@@ -10,6 +10,7 @@ every strip from `seed`. The randomness is drawn here, on the CPU, and handed to
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -93,8 +94,15 @@ class Painter:
 
     def strip(self, rough: np.ndarray, seed: int, seed_to: int, k: int) -> list[np.ndarray]:
         """k faces along the path from the z of `seed` to the z of `seed_to`."""
+        return list(self.strip_faces(rough, seed, seed_to, k))
+
+    def strip_faces(
+        self, rough: np.ndarray, seed: int, seed_to: int, k: int
+    ) -> Iterator[np.ndarray]:
+        """The faces of `strip` one by one, each computed when asked for (a caller can stop)."""
         z_a, z_b = self.z_for_seed(seed), self.z_for_seed(seed_to)
-        return [self.face(rough, seed, slerp(z_a, z_b, float(t))) for t in np.linspace(0, 1, k)]
+        for t in np.linspace(0, 1, k):
+            yield self.face(rough, seed, slerp(z_a, z_b, float(t)))
 
 
 def load_painter(

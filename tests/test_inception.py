@@ -1,7 +1,10 @@
 """Inception features: TF1 bilinear resize, offline weights, feature shapes, FID sanity."""
 
+import ctypes
 import importlib.util
 import math
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +13,8 @@ import torch
 from spade.errors import UserError
 from spade.metrics.fid import fid_from_features
 from spade.metrics.inception import (
+    _preprocess,
+    default_weights_path,
     extract_features,
     load_inception,
     tf_bilinear_resize,
@@ -80,6 +85,44 @@ def test_features_offline():
     features = extract_features(images, device="cpu", batch_size=2, progress=False)
     assert features.shape == (3, 2048) and features.dtype == np.float64
     assert np.isfinite(features).all() and (features >= 0).all()  # pool3 follows a ReLU
+
+
+@needs_weights
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_blocks_give_the_whole_networks_features():
+    whole = torch.jit.load(str(default_weights_path())).eval()
+    images = np.random.default_rng(3).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    x = _preprocess(images, torch.device("cpu"))
+    with torch.inference_mode():
+        assert torch.equal(load_inception("cpu")(x), whole(x))
+
+
+@needs_weights
+def test_a_stop_comes_through_within_a_fraction_of_a_batch():
+    """A stop 10% into a batch ends the extraction well before the batch would: it waits for
+    one block, not for the batch. SIGTERM is a KeyboardInterrupt raised in the main thread
+    (`spade.console`); here it is raised as an asynchronous exception, which Python delivers at
+    the same points as a signal handler's. (A real signal would crash this process once the
+    studio tests have loaded OpenVINO: it gives the main thread an alternate signal stack too
+    small for the AMX state of a signal frame.)"""
+    images = np.random.default_rng(4).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    extract_features(images[:1], device="cpu", progress=False)  # TorchScript's profiling run
+    t0 = time.perf_counter()
+    extract_features(images, device="cpu", batch_size=4, progress=False)
+    batch = time.perf_counter() - t0
+
+    main = ctypes.c_ulong(threading.main_thread().ident)
+    interrupt = (main, ctypes.py_object(KeyboardInterrupt))
+    timer = threading.Timer(0.1 * batch, ctypes.pythonapi.PyThreadState_SetAsyncExc, interrupt)
+    try:
+        timer.start()
+        t0 = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            extract_features(images, device="cpu", batch_size=4, progress=False)
+        stopped = time.perf_counter() - t0
+    finally:
+        timer.cancel()
+    assert stopped < 0.5 * batch, f"stopped after {stopped:.2f} s of a {batch:.2f} s batch"
 
 
 @needs_weights

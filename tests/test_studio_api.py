@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import json
 import re
+import selectors
 import socket
 import struct
+import threading
+import time
 import zlib
 
 import httpx2 as httpx
@@ -466,6 +471,168 @@ def test_slow_clients_are_cut_off(tiny_painter):
         assert answer.startswith(b"HTTP/1.1 408") and b"content-security-policy" in answer.lower()
         # and a well-behaved request still works
         assert httpx.get(url + "/api/info").status_code == 200
+
+
+# --------------------------------------------------------------------------- idle, abandoned, stop
+
+
+class SlowPainter(Painter):
+    """The tiny painter, 20 ms a face (a real model's pace), counting the faces it paints."""
+
+    def __init__(self, painter: Painter, seconds: float = 0.02):
+        super().__init__(painter.model, painter.recipe, painter.device, painter.runner)
+        self.seconds, self.faces = seconds, 0
+
+    def face(self, *args, **kwargs) -> np.ndarray:
+        self.faces += 1
+        time.sleep(self.seconds)
+        return super().face(*args, **kwargs)
+
+
+def face_at(url: str, seed: int = 1) -> httpx.Response:
+    """A face from the real server, over a connection of its own."""
+    return httpx.post(url + "/api/face", json={"rough": b64(a_rough()), "seed": seed}, timeout=30)
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def idle_sockets(url: str, n: int) -> list[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", port_of(url))) for _ in range(n)]
+
+
+def strip_request(k: int = 16) -> bytes:
+    body = json.dumps({"rough": b64(a_rough()), "seed": 1, "seed_to": 2, "k": k}).encode()
+    head = (
+        "POST /api/strip HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def test_idle_connections_never_keep_a_request_out(tiny_painter):
+    """Sockets that send nothing do not count against the requests the studio takes: 64 of
+    them (the old limit), reopened as soon as the header deadline closes them, change nothing."""
+    from spade.studio.server import running
+
+    stop = threading.Event()
+
+    def reconnecting(url: str, n: int) -> None:
+        sel = selectors.DefaultSelector()
+        for s in idle_sockets(url, n):
+            sel.register(s, selectors.EVENT_READ)
+        while not stop.is_set():
+            for key, _ in sel.select(0.05):  # readable: closed by the server
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+                with contextlib.suppress(OSError):
+                    sel.register(idle_sockets(url, 1)[0], selectors.EVENT_READ)
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()
+
+    with running(tiny_painter, limits=Limits(header_seconds=0.5)) as url:
+        attacker = threading.Thread(target=reconnecting, args=(url, 64))
+        attacker.start()
+        try:
+            time.sleep(0.3)
+            codes = [face_at(url).status_code for _ in range(4)]
+            time.sleep(0.5)  # the first 64 have been closed and reopened
+            codes += [face_at(url).status_code for _ in range(4)]
+        finally:
+            stop.set()
+            attacker.join()
+    assert codes == [200] * 8
+
+
+def test_abandoned_requests_are_dropped(tiny_painter):
+    """12 strips of 16 faces asked for and left (their sockets closed once the first is being
+    painted) are not painted on, nor do they hold their client's queue: a face asked for next
+    is answered at once, not refused or answered after their 192 faces (over 19 s)."""
+    from spade.studio.server import running
+
+    slow = SlowPainter(tiny_painter, seconds=0.1)
+    with running(slow) as url:
+        strips = idle_sockets(url, 12)
+        for s in strips:
+            s.sendall(strip_request())
+        deadline = time.monotonic() + 10
+        while not slow.faces and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for s in strips:
+            s.close()
+        t0 = time.perf_counter()
+        r = face_at(url)
+        waited = time.perf_counter() - t0
+    assert r.status_code == 200, r.text
+    assert waited < 2, f"{waited:.1f} s: {r.headers['server-timing']}"
+    assert slow.faces <= 4  # the real face, and a strip's first faces before its client was gone
+
+
+def test_one_client_queues_a_bounded_number_of_requests(tiny_painter):
+    """Past `Limits.per_client` requests queued from one address, the next is refused at once
+    (429) instead of waiting behind them; other requests still load."""
+    from spade.studio.server import running
+
+    n = Limits().per_client
+    with running(SlowPainter(tiny_painter)) as url:
+        strips = [socket.create_connection(("127.0.0.1", port_of(url))) for _ in range(n)]
+        for s in strips:
+            s.sendall(strip_request())  # 16 faces each, 20 ms a face: 2.6 s in all
+        time.sleep(0.3)
+        t0 = time.perf_counter()
+        refused = face_at(url)
+        assert time.perf_counter() - t0 < 1
+        assert "already queued" in error(refused, 429)
+        assert httpx.get(url + "/api/info").status_code == 200
+        for s in strips:
+            with s:
+                s.settimeout(30)
+                assert s.recv(12) == b"HTTP/1.1 200"
+        assert face_at(url).status_code == 200
+
+
+def test_requests_past_the_limit_are_refused_at_once(tiny_painter):
+    from spade.studio.server import running
+
+    with running(tiny_painter, limits=Limits(requests=1)) as url:
+        with socket.create_connection(("127.0.0.1", port_of(url))) as uploading:
+            uploading.sendall(
+                b"POST /api/face HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )
+            time.sleep(0.2)  # its body is coming: one request in flight
+            busy = httpx.get(url + "/api/info")
+            assert "busy" in error(busy, 503)
+            assert all(h in busy.headers for h in SECURITY_HEADERS)
+        time.sleep(0.2)
+        assert httpx.get(url + "/api/info").status_code == 200
+
+
+def test_stopping_the_server_takes_seconds(tiny_painter):
+    """Stopping waits `Limits.shutdown_seconds` (2 s) for requests in flight, then cancels
+    them: not 30 s for a body that trickles in, nor the queued strips of clients waiting."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spade.studio.server import running
+
+    body = {"rough": b64(a_rough()), "seed": 1, "seed_to": 2, "k": 16}
+    slow = SlowPainter(tiny_painter, seconds=0.1)
+    with ThreadPoolExecutor(3) as pool:
+        with running(slow) as url:
+            for _ in range(3):  # 4.8 s of strips, their clients waiting
+                pool.submit(httpx.post, url + "/api/strip", json=body, timeout=60)
+            trickle = socket.create_connection(("127.0.0.1", port_of(url)))
+            trickle.sendall(
+                b"POST /api/face HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )
+            time.sleep(0.3)
+            t0 = time.perf_counter()
+        stopped = time.perf_counter() - t0
+        trickle.close()
+    assert stopped < 4, f"the server took {stopped:.1f} s to stop"
+    assert slow.faces < 48  # the strips were cut short
 
 
 @pytest.mark.slow

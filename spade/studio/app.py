@@ -13,8 +13,9 @@ the security headers. Request bodies are parsed and pictures decoded in worker t
 `Limits.decoders` at once (a big picture costs memory), and inference runs in worker threads, at
 most `Limits.workers` at once, so the event loop keeps serving; each face draws its randomness
 from its own seeded stream (`Painter.face`), so concurrent requests never change each
-other's faces. PNG responses carry a `Server-Timing` header (queue, infer, total in ms) for the
-page's latency readout and the benchmark.
+other's faces. Requests are admitted, and dropped when their client leaves, by `Admission`.
+PNG responses carry a `Server-Timing` header (queue, infer, total in ms) for the page's latency
+readout and the benchmark.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +37,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -45,6 +47,7 @@ from spade.config import MAX_SEED
 from spade.errors import UserError
 from spade.images import png_bytes
 from spade.painter import Painter
+from spade.studio.admission import Admission, Dropped, check
 from spade.studio.palette import default_rough, palette
 from spade.studio.precision import precision_of
 from spade.studio.uploads import (
@@ -92,7 +95,7 @@ class Studio:
     async def body(self, request: Request) -> bytes:
         return await read_body(request, self.limits.max_request_bytes, self.limits.body_seconds)
 
-    async def decode(self, fn: Callable[[], T]) -> T:
+    async def decode(self, request: Request, fn: Callable[[], T]) -> T:
         """`fn` (parsing, decoding) in a worker thread, at most `Limits.decoders` at once."""
 
         def call() -> T:
@@ -101,13 +104,13 @@ class Studio:
             finally:
                 _release_memory()
 
-        return await anyio.to_thread.run_sync(call, limiter=self.decode_limiter)
+        return await in_thread(request, call, self.decode_limiter)
 
     async def picture(self, request: Request) -> np.ndarray:
         """The uploaded picture (raw image/* body), bounded in bytes and pixels."""
         require_image(request)
         body = await self.body(request)
-        return await self.decode(lambda: decode_picture(body, self.limits.max_side))
+        return await self.decode(request, lambda: decode_picture(body, self.limits.max_side))
 
     async def rough_request(self, request: Request, model: type[M]) -> tuple[M, np.ndarray]:
         """A JSON request holding a rough: the validated request and the decoded rough."""
@@ -118,7 +121,7 @@ class Studio:
             req = parse_json(model, body)
             return req, decode_rough(req.rough, self.painter.size)
 
-        return await self.decode(parse)
+        return await self.decode(request, parse)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -138,7 +141,7 @@ class Studio:
             },
         }
 
-    async def run(self, fn: Callable[[], T]) -> T:
+    async def run(self, request: Request, fn: Callable[[], T]) -> T:
         """`fn` in a worker thread (at most `Limits.workers` at once), in inference mode and,
         for a bf16 model, under bf16 autocast (both are per thread: entered in the worker)."""
 
@@ -150,9 +153,11 @@ class Studio:
             ):
                 return fn()
 
-        return await anyio.to_thread.run_sync(call, limiter=self.limiter)
+        return await in_thread(request, call, self.limiter)
 
-    async def infer(self, fn: Callable[[], np.ndarray], started: float) -> Response:
+    async def infer(
+        self, request: Request, fn: Callable[[], np.ndarray], started: float
+    ) -> Response:
         """Run `fn` off the event loop and answer its image as PNG with the timings."""
         queued = time.perf_counter()
 
@@ -162,7 +167,7 @@ class Studio:
             t1 = time.perf_counter()
             return png_bytes(img), t0, t1
 
-        data, t0, t1 = await self.run(timed)
+        data, t0, t1 = await self.run(request, timed)
         ms = 1000.0
         timing = (
             f"queue;dur={(t0 - queued) * ms:.1f}, infer;dur={(t1 - t0) * ms:.1f}, "
@@ -171,8 +176,26 @@ class Studio:
         return Response(data, media_type="image/png", headers={"Server-Timing": timing})
 
 
+async def in_thread(request: Request, fn: Callable[[], T], limiter: anyio.CapacityLimiter) -> T:
+    """`fn` in a worker thread once `limiter` lets it, unless the request's `stop` (`Admission`)
+    is set by then: a request whose client left is dropped, not computed. Cancelled (the server
+    stopping), it returns at once, and `stop` is set: the thread stops at its next `check` (and
+    holds no token meanwhile: only then may one more thread than the limit run, briefly)."""
+    stop = _stop(request)
+
+    def call() -> T:
+        check(stop)
+        return fn()
+
+    return await anyio.to_thread.run_sync(call, limiter=limiter, abandon_on_cancel=True)
+
+
 def _studio(request: Request) -> Studio:
     return request.app.state.studio
+
+
+def _stop(request: Request) -> threading.Event:
+    return request.state.stop
 
 
 async def page(request: Request) -> Response:
@@ -195,7 +218,7 @@ async def face(request: Request) -> Response:
         if len(req.z) != studio.painter.model.arch.z_dim:
             raise ApiError(422, f"z: this model's z has {studio.painter.model.arch.z_dim} numbers")
         z = torch.tensor([req.z], dtype=torch.float32)
-    return await studio.infer(lambda: studio.painter.face(rough, req.seed, z), started)
+    return await studio.infer(request, lambda: studio.painter.face(rough, req.seed, z), started)
 
 
 async def strip(request: Request) -> Response:
@@ -204,10 +227,16 @@ async def strip(request: Request) -> Response:
     if req.k > studio.limits.max_strip:
         raise ApiError(422, f"k: a strip holds 2 to {studio.limits.max_strip} faces")
 
-    def run() -> np.ndarray:
-        return np.concatenate(studio.painter.strip(rough, req.seed, req.seed_to, req.k), axis=1)
+    stop = _stop(request)
 
-    return await studio.infer(run, started)
+    def run() -> np.ndarray:
+        faces = []
+        for face in studio.painter.strip_faces(rough, req.seed, req.seed_to, req.k):
+            faces.append(face)
+            check(stop)  # before the next face: its client may have left
+        return np.concatenate(faces, axis=1)
+
+    return await studio.infer(request, run, started)
 
 
 async def prepare(request: Request) -> Response:
@@ -217,7 +246,8 @@ async def prepare(request: Request) -> Response:
     if flag not in ("0", "1"):
         raise ApiError(422, "roughen: use 0 (a rough file) or 1 (a picture to roughen)")
     rgb = await studio.picture(request)
-    return await studio.infer(lambda: studio.painter.prepare(rgb, roughen=flag == "1"), started)
+    roughen = flag == "1"
+    return await studio.infer(request, lambda: studio.painter.prepare(rgb, roughen), started)
 
 
 async def style(request: Request) -> Response:
@@ -229,7 +259,7 @@ async def style(request: Request) -> Response:
             "to take styles from reference pictures",
         )
     rgb = await studio.picture(request)
-    z = await studio.run(lambda: studio.painter.style_z(rgb))
+    z = await studio.run(request, lambda: studio.painter.style_z(rgb))
     return JSONResponse({"z": z.float().flatten().tolist()})
 
 
@@ -240,6 +270,13 @@ async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     log.info("%s %s → %d: %s", request.method, request.url.path, exc.status, exc.message)
     return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def dropped(request: Request, exc: Exception) -> Response:
+    """Nobody reads this answer: its client has gone (or the server is stopping)."""
+    log.debug("%s %s dropped: %s", request.method, request.url.path, exc)
+    gone = Dropped()
+    return JSONResponse({"error": gone.message}, status_code=gone.status)
 
 
 async def user_error(request: Request, exc: Exception) -> Response:
@@ -289,8 +326,8 @@ def create_app(
     model_name: str = "generator",
     allowed_hosts: Sequence[str] | None = None,
 ) -> ASGIApp:
-    """The studio for one painter (a loaded model), inside the security headers (outermost, so that
-    even the server-error middleware's 500 passes through them).
+    """The studio for one painter (a loaded model), inside `Admission` and the security headers
+    (outermost, so that even the server-error middleware's 500 passes through them).
 
     `allowed_hosts` (Host header names) guards a loopback server against DNS rebinding: the
     CLI passes the loopback names when it binds 127.0.0.1. None accepts any Host.
@@ -313,6 +350,8 @@ def create_app(
         routes=routes,
         middleware=middleware,
         exception_handlers={
+            Dropped: dropped,
+            ClientDisconnect: dropped,
             ApiError: api_error,
             UserError: user_error,
             HTTPException: http_error,
@@ -320,4 +359,4 @@ def create_app(
         },
     )
     app.state.studio = Studio(painter, limits, model_name)
-    return SecurityHeaders(app)
+    return SecurityHeaders(Admission(app, limits))

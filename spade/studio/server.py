@@ -1,8 +1,11 @@
 """Serving the studio with uvicorn on a socket bound up front (a busy port is one clear line).
 
 Slow clients are cut off: a request's headers must arrive within `Limits.header_seconds`
-(`DeadlineH11`; the body has `Limits.body_seconds`, `uploads.read_body`), and at most
-`Limits.connections` are open at once (uvicorn answers the others 503).
+(`DeadlineH11`; the body has `Limits.body_seconds`, `uploads.read_body`). What requests may ask
+for is bounded by `Admission`, which counts requests in flight, not open connections: uvicorn's
+`limit_concurrency` counts connections, so sockets that send nothing would lock everyone out.
+On SIGTERM or Ctrl-C, requests in flight get `Limits.shutdown_seconds` to finish, then are
+cancelled (their worker threads stop at their next check).
 """
 
 from __future__ import annotations
@@ -123,8 +126,8 @@ def make_server(
         log_level="info",
         access_log=False,
         lifespan="off",
-        limit_concurrency=limits.connections,
         timeout_keep_alive=5,
+        timeout_graceful_shutdown=limits.shutdown_seconds,
     )
     return uvicorn.Server(config)
 
@@ -141,7 +144,8 @@ def running(
     yields its URL, and stops it at the end."""
     sock = bind(host, 0)
     server = make_server(painter, host, limits=limits, model_name=model_name)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    # not a daemon: nor are the worker threads it starts, so an exit waits for their last face
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:  # uvicorn's own flag

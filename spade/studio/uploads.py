@@ -44,7 +44,9 @@ class Limits:
     decoders: int = 1  # uploads parsed and decoded at once (memory: ~150 MB at 4096²)
     body_seconds: float = 30.0  # to send a request body
     header_seconds: float = 10.0  # to send a request's headers
-    connections: int = 64  # open at once; more are answered 503
+    requests: int = 64  # in flight at once (idle connections do not count); more get 503
+    per_client: int = 8  # arrived whole and waiting or computing, per address; more get 429
+    shutdown_seconds: float = 2.0  # for requests in flight to finish when the server stops
 
 
 def _size(n: int) -> str:
