@@ -72,10 +72,9 @@ def test_hand_drawn_rough_becomes_a_face(model_path, tmp_path):
 
 def test_seed_controls_the_output(model_path, tmp_path):
     save_png(tmp_path / "in/mine.png", hand_drawn_rough())
-    for seed in (0, 0, 1):
-        generate(
-            tmp_path / "in", "--model", model_path, "--out", tmp_path / f"s{seed}", "--seed", seed
-        )
+    for seed in (0, 0, 1):  # s0 twice: the second run replaces its faces
+        out = ["--out", tmp_path / f"s{seed}", "--overwrite"]
+        generate(tmp_path / "in", "--model", model_path, *out, "--seed", seed)
     a, b = (read_rgb(tmp_path / f"s{s}/mine.png") for s in (0, 1))
     assert not np.array_equal(a, b)
     generate(tmp_path / "in", "--model", model_path, "--out", tmp_path / "again", "--seed", 0)
@@ -173,6 +172,33 @@ def test_never_overwrites_an_input(model_path, tmp_path, caplog):
     )
     assert (folder / "mine.png").read_bytes() == before
     assert sorted(p.name for p in folder.iterdir()) == ["mine.png"]
+
+
+def test_files_already_in_out_are_replaced_only_with_overwrite(model_path, tmp_path, caplog):
+    """The user's own me.png and me_rough.png beside me.jpg survive `--out` that folder."""
+    folder = tmp_path / "d"
+    photo = np.random.default_rng(0).integers(0, 256, (50, 50, 3), dtype=np.uint8)
+    folder.mkdir()
+    cv2.imwrite(str(folder / "me.jpg"), photo)
+    mine = {name: f"the user's own {name}".encode() for name in ("me.png", "me_rough.png")}
+    for name, data in mine.items():
+        (folder / name).write_bytes(data)
+    args = [folder / "me.jpg", "--model", model_path, "--out", folder, "--roughen", "--save-rough"]
+    expect_error(caplog, args, "me.png already exists (and 1 more of the files to write)")
+    assert "--overwrite" in caplog.records[-1].getMessage()
+    assert {name: (folder / name).read_bytes() for name in mine} == mine  # nothing written
+    assert sorted(p.name for p in folder.iterdir()) == ["me.jpg", "me.png", "me_rough.png"]
+    generate(*args, "--overwrite")
+    assert all(read_rgb(folder / name).shape == (32, 32, 3) for name in mine)
+    before = (folder / "me.png").read_bytes()
+    expect_error(caplog, [folder / "me.png", *args[1:], "--overwrite"], "overwrite the input")
+    assert (folder / "me.png").read_bytes() == before
+
+
+def test_overwrite_is_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "--overwrite" in capsys.readouterr().out
 
 
 def test_bad_out_folder_is_one_clear_line(model_path, tmp_path, caplog):
