@@ -13,13 +13,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from spade.errors import UserError
 from spade.files import write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+# The only formats decoded (Pillow's names), whatever a file's name or an upload's type says: no
+# other plugin ever sees the bytes (Pillow's EPS plugin, for one, runs Ghostscript on them).
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+FORMATS_SHOWN = "PNG, JPEG, WebP, GIF, BMP, TIFF"
 # No image of this project is anywhere near this; a bigger file is refused unread (zip bombs,
 # /dev/zero).
 MAX_IMAGE_BYTES = 64 * 2**20
@@ -30,7 +34,7 @@ class UnreadableImage(Exception):
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """Decode any common image to RGB uint8.
+    """Decode an image of one of `IMAGE_FORMATS` to RGB uint8.
 
     Transparency is composited on white, grayscale becomes gray RGB, palettes are expanded,
     16-bit channels are scaled (not clipped) to 8 bits, and EXIF orientation is applied.
@@ -38,9 +42,11 @@ def decode_rgb(data: bytes) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
+    except UnidentifiedImageError:
+        raise UnreadableImage(f"not an image of a known format ({FORMATS_SHOWN})") from None
     except Exception as e:  # PIL raises many types for broken input
         raise UnreadableImage(f"{type(e).__name__}: {e}") from e
     return _to_rgb(img)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from devtools.scratch import ROOT
 from spade.__main__ import main
 from spade.config import TrainConfig
 from spade.dist import DistEnv
@@ -16,7 +19,7 @@ from spade.images import read_rgb, resize_square, save_png
 from spade.roughen import roughen_image
 from spade.train import train
 
-from conftest import ARCH, RECIPE, TINY, paths_in
+from conftest import ARCH, RECIPE, TINY, eps_bytes, paths_in
 
 PLAIN = ARCH | {"use_vae": False, "z_every_layer": False}  # z at the 4×4 start only
 
@@ -344,3 +347,16 @@ def test_non_finite_weights_are_refused(model_path, tmp_path, caplog):
         "non-finite weights",
     )
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_eps_file_never_reaches_ghostscript(tiny_generator_file, fake_gs, tmp_path):
+    """A file named .png that is really PostScript, through the command line as users run it."""
+    (tmp_path / "me.png").write_bytes(eps_bytes())
+    out = tmp_path / "out"
+    args = ["generate", tmp_path / "me.png", "--model", tiny_generator_file, "--out", out]
+    run = subprocess.run(
+        [sys.executable, "-m", "spade", *map(str, args)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "me.png: not an image of a known format (PNG, JPEG" in run.stderr
+    assert not fake_gs.exists() and not any(out.iterdir())
