@@ -90,15 +90,22 @@ def shown(path: Path | str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
+def require_regular_file(path: Path, missing: str, wanted: str) -> None:
+    """A one-line `UserError` unless `path` is a regular file: `missing` when nothing is there,
+    else what it is instead (a folder, a pipe, a device such as /dev/zero: never read) and
+    that `wanted` is expected, e.g. "an image file"."""
+    if not path.exists():
+        raise UserError(missing)
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a pipe or a device)"
+        raise UserError(f"{shown(path)} is {kind}; give {wanted}")
+
+
 def read_image_file(path: Path | str) -> bytes:
     """The bytes of a regular image file, at most MAX_IMAGE_BYTES; anything else (a folder, a
     pipe, a device such as /dev/zero, a huge file) is a one-line `UserError`, read no further."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"image not found: {shown(path)}")
-    if not path.is_file():
-        kind = "a folder" if path.is_dir() else "not a regular file (a pipe or a device)"
-        raise UserError(f"{shown(path)} is {kind}; give an image file")
+    require_regular_file(path, f"image not found: {shown(path)}", "an image file")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_IMAGE_BYTES + 1)

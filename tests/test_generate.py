@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -307,8 +308,6 @@ def test_the_count_of_written_files_includes_the_roughs(model_path, tmp_path, ca
 
 @pytest.mark.parametrize("special", ["/dev/null", "/dev/zero", "fifo"])
 def test_pipes_and_devices_are_refused_unread(model_path, tmp_path, caplog, special):
-    import os
-
     if special == "fifo":
         special = tmp_path / "fifo"
         os.mkfifo(special)  # reading it would block for ever
@@ -360,3 +359,35 @@ def test_an_eps_file_never_reaches_ghostscript(tiny_generator_file, fake_gs, tmp
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "me.png: not an image of a known format (PNG, JPEG" in run.stderr
     assert not fake_gs.exists() and not any(out.iterdir())
+
+
+class PickledCode:
+    """Pickles as a call of os.system: loading it with weights_only=False would run it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_model_file_with_pickled_code_is_one_line_that_never_runs_it(tmp_path, caplog):
+    marker = tmp_path / "code-ran"
+    torch.save({"format": "spade-anime-generator", "x": PickledCode(marker)}, tmp_path / "m.pt")
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    args = [tmp_path / "mine.png", "--model", tmp_path / "m.pt", "--out", tmp_path / "out"]
+    expect_error(caplog, args, "m.pt is not a readable model file (it holds pickled code, ")
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0] and "weights_only" not in errors[0]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_model_that_is_a_device_or_a_pipe_says_so(tmp_path, caplog, special):
+    if special == "fifo":
+        special = tmp_path / "fifo"
+        os.mkfifo(special)
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    args = [tmp_path / "mine.png", "--model", special, "--out", tmp_path / "out"]
+    expect_error(caplog, args, f"{special} is not a regular file (a pipe or a device); give a")
+    assert "not found" not in caplog.text
