@@ -1,7 +1,8 @@
 """Stage `distill`: train a narrower student generator from the frozen teacher (GAN Compression).
 
-Parameters are validated first; with distill.nproc > 1 the stage then replaces itself with
-`torchrun` running this same file (DDP), as `train` does.
+Parameters are validated first, and the VGG19 weights fetched if the perceptual loss is on; with
+distill.nproc > 1 the stage then replaces itself with `torchrun` running this same file (DDP), as
+`train` does.
 """
 
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from spade.config import load_params
 from spade.console import run
 from spade.distill import distill
+from spade.losses import fetch_vgg19
 from spade.train import launch
 
 TEACHER = Path("models/generator.pt")
@@ -16,7 +18,9 @@ DISCRIMINATOR = Path("models/discriminator.pt")
 
 
 def main() -> None:
-    cfg = load_params().distill
+    params = load_params()
+    cfg = params.distill
+    fetch_vgg19(params, "distill")
     launch(__file__, cfg, lambda env: distill(cfg, env, TEACHER, DISCRIMINATOR))
 
 
