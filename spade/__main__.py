@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--seed-to", type=_seed, help="end seed of --interpolate (default: seed+1)")
     g.add_argument("--save-rough", action="store_true", help="also write the rough used")
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files already in --out (without it they are refused; an input never is)",
+    )
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
     s = sub.add_parser("studio", help="paint roughs in the browser and see the faces")
@@ -113,6 +118,7 @@ def _generate(args: argparse.Namespace) -> None:
         interpolate=args.interpolate,
         seed_to=args.seed_to,
         save_rough=args.save_rough,
+        overwrite=args.overwrite,
     )
     written = generate(painter, inputs, args.out, opts)
     log.info("wrote %d file(s) to %s", len(written), args.out)

@@ -21,6 +21,7 @@ import torch
 from spade.config import DiscriminatorArch, GeneratorArch, LoopConfig, Recipe
 from spade.errors import UserError
 from spade.files import load_torch, save_torch
+from spade.images import require_regular_file, shown
 from spade.networks import FaceModel, MultiscaleDiscriminator
 
 log = logging.getLogger(__name__)
@@ -170,10 +171,8 @@ def load_discriminator(path: Path) -> MultiscaleDiscriminator:
 def load_generator(path: Path | str, device: torch.device) -> tuple[FaceModel, Recipe]:
     """Rebuild the exported EMA generator: (model in eval mode, the recipe it was trained on)."""
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path} is a folder; give a model file such as models/generator.pt")
-    if not path.is_file():
-        raise UserError(f"model file {path} not found: train one with `dvc repro train`")
+    missing = f"model file {shown(path)} not found: train one with `dvc repro train`"
+    require_regular_file(path, missing, "a model file such as models/generator.pt")
     state = load_torch(path, "model file")
     if not isinstance(state, dict) or state.get("format") != GENERATOR_FORMAT:
         raise UserError(f"{path} is not a spade-anime generator file (models/generator.pt)")

@@ -8,6 +8,8 @@ stops the first stage before it does any work). Unknown sections and keys, wrong
 out-of-range values fail with one line that names the key, the value and what is legal, e.g.
 `params.yaml: sample.image_size = 100 is not legal; expected an integer >= 32, <= 512, a power of
 two`. Models also validate when code builds them directly (`TrainConfig(batch_size=0)` raises).
+`Params` checks sections against each other: a student no wider than its teacher, and networks
+whose training fits on one GPU (their parameters counted here, in plain Python, never built).
 
 `SPEED_KEYS` of a section lists the keys that only change speed or logging: every other key can
 change a data, model or metrics output, and is therefore a dependency of the stages that read it
@@ -16,6 +18,8 @@ change a data, model or metrics output, and is therefore a dependency of the sta
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 import reprlib
 import typing
@@ -80,6 +84,13 @@ SCHEDULER = Rule(
 )
 MAX_PROCESSES = 1024  # per machine, far beyond any machine's GPU count
 POWER_OF_TWO = Rule("a power of two", lambda v: v > 0 and v & (v - 1) == 0)
+# Sizes beyond any that can run (the model's memory is checked as a whole too: `Params`).
+MAX_WIDTH = 4096  # channels of a layer (spade_hidden, z_dim)
+MAX_BASE_WIDTH = 1024  # ngf and nef: the layers built on them are up to 16× (8×) wider
+MAX_DISC_WIDTH = 512  # the discriminator's layers are capped at 512 channels anyway
+MAX_BATCH = 4096  # images in one batch
+MAX_IMAGES = 1_000_000  # images in a data set
+MAX_WORKERS = 256  # data-loading processes
 
 Number = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)]
 Integer = Annotated[int, Strict()]
@@ -127,7 +138,7 @@ class DemoConfig(Section):
 
     SPEED_KEYS: ClassVar[frozenset[str]] = frozenset({"n_jobs"})
 
-    count: Integer = Field(16, ge=1, le=1_000_000)  # the full preset samples real faces instead
+    count: Integer = Field(16, ge=1, le=MAX_IMAGES)  # the full preset samples real faces instead
     size: Integer = Field(128, ge=32, le=512)
     seed: Seed = 0
     n_jobs: Jobs = -1  # processes drawing faces
@@ -137,7 +148,7 @@ class SampleConfig(Section):
     """`sample`: a deterministic train/test sample of a folder or .zip of images."""
 
     source: Text = Field("data/anime-faces", min_length=1)
-    n_images: Integer = Field(20000, ge=2)
+    n_images: Integer = Field(20000, ge=2, le=MAX_IMAGES)
     test_fraction: Number = Field(0.1, gt=0.0, le=0.5)
     image_size: Annotated[Integer, POWER_OF_TWO] = Field(256, ge=32, le=512)
     seed: Seed = 0
@@ -179,28 +190,92 @@ class RoughenConfig(Section):
     recipe: Recipe = Recipe()
     backend: Literal["auto", "opencv", "torch"] = "auto"  # auto: torch with CUDA, else opencv
     n_jobs: Jobs = -1
-    batch_size: Integer = Field(16, ge=1)
+    batch_size: Integer = Field(16, ge=1, le=MAX_BATCH)
     scheduler: Annotated[Text, SCHEDULER] = ""  # a Dask scheduler address; "" = this machine
 
 
 class GeneratorArch(Section):
     """`train.arch`: the generator's architecture, saved in the model file to rebuild it."""
 
-    ngf: Integer = Field(64, ge=1)
-    spade_hidden: Integer = Field(128, ge=1)
-    z_dim: Integer = Field(256, ge=1)
+    ngf: Integer = Field(64, ge=1, le=MAX_BASE_WIDTH)
+    spade_hidden: Integer = Field(128, ge=1, le=MAX_WIDTH)
+    z_dim: Integer = Field(256, ge=1, le=MAX_WIDTH)
     z_every_layer: Flag = True  # z also scales and shifts every SPADE layer (style variety)
     noise: Flag = True
     use_vae: Flag = True  # the style encoder: a face's style as z
-    nef: Integer = Field(64, ge=1)
+    nef: Integer = Field(64, ge=1, le=MAX_BASE_WIDTH)
 
 
 class DiscriminatorArch(Section):
     """`train.disc`: `num_d` PatchGANs of `n_layers` layers at full, ½, ¼… resolution."""
 
-    ndf: Integer = Field(64, ge=1)
+    ndf: Integer = Field(64, ge=1, le=MAX_DISC_WIDTH)
     num_d: Integer = Field(2, ge=1, le=4)
     n_layers: Integer = Field(4, ge=1, le=6)
+
+
+# --------------------------------------------------------------------------- model size
+# In plain Python, so that checking the parameters never builds (or allocates) a network;
+# `spade.networks` builds exactly these widths, and tests/test_networks.py holds the parameter
+# counts equal to its modules'.
+
+START_SIZE = 4
+MAX_MULT = 16  # widest layer = ngf * MAX_MULT, at the 4×4 start
+# One process holds a whole model: the memory of the largest single GPU (NVIDIA B200, 192 GB).
+MAX_DEVICE_BYTES = 192 * 10**9
+# Bytes per parameter while training: fp32 weights, gradients and Adam's two moments; a
+# generator also has its EMA copy; a frozen teacher only its weights.
+TRAINED_BYTES, EMA_BYTES, FROZEN_BYTES = 16, 4, 4
+
+
+def num_upsamplings(image_size: int) -> int:
+    n = math.log2(image_size / START_SIZE)
+    if image_size < 32 or not n.is_integer():
+        raise ValueError(f"image_size must be a power of two >= 32, got {image_size}")
+    return int(n)
+
+
+def generator_channels(arch: GeneratorArch, image_size: int) -> list[int]:
+    """Output width of each residual block, one per resolution 4, 8, …, image_size."""
+    resolutions = [START_SIZE * 2**i for i in range(num_upsamplings(image_size) + 1)]
+    return [arch.ngf * min(MAX_MULT, image_size // r) for r in resolutions]
+
+
+def _conv(cin: int, cout: int, k: int, bias: bool = True) -> int:
+    return cin * cout * k * k + (cout if bias else 0)
+
+
+def _spade(channels: int, arch: GeneratorArch) -> int:
+    style = _conv(arch.z_dim, 2 * channels, 1) if arch.z_every_layer else 0  # a Linear
+    return _conv(3, arch.spade_hidden, 3) + _conv(arch.spade_hidden, 2 * channels, 3) + style
+
+
+def generator_parameters(arch: GeneratorArch, image_size: int) -> int:
+    """Parameters of `FaceModel(arch, image_size)`: the generator and its style encoder."""
+    widths = generator_channels(arch, image_size)
+    n = _conv(arch.z_dim, widths[0] * START_SIZE**2, 1) + _conv(widths[-1], 3, 3)
+    for fin, fout in zip([widths[0], *widths[:-1]], widths, strict=True):
+        fmid = min(fin, fout)
+        n += _spade(fin, arch) + _conv(fin, fmid, 3) + _spade(fmid, arch) + _conv(fmid, fout, 3)
+        n += int(arch.noise)
+        if fin != fout:  # the learned shortcut
+            n += _spade(fin, arch) + _conv(fin, fout, 1, bias=False)
+    if arch.z_every_layer:
+        n += 2 * _conv(arch.z_dim, arch.z_dim, 1)  # the mapping network
+    if arch.use_vae:
+        widths = [3] + [arch.nef * min(8, 2**i) for i in range(num_upsamplings(image_size))]
+        n += sum(_conv(cin, cout, 3) for cin, cout in itertools.pairwise(widths))
+        n += 2 * _conv(2 * widths[-1], arch.z_dim, 1)  # μ and log σ² from mean ⊕ max
+    return n
+
+
+def discriminator_parameters(arch: DiscriminatorArch) -> int:
+    """Parameters of `MultiscaleDiscriminator(arch)` (on image ⊕ rough: 6 channels)."""
+    widths = [6, arch.ndf]
+    for _ in range(1, arch.n_layers):
+        widths.append(min(2 * widths[-1], MAX_DISC_WIDTH))
+    per_scale = sum(_conv(cin, cout, 4) for cin, cout in itertools.pairwise([*widths, 1]))
+    return arch.num_d * per_scale
 
 
 class LoopConfig(Section):
@@ -223,7 +298,7 @@ class LoopConfig(Section):
     betas: tuple[Beta, Beta] = (0.0, 0.9)
     decay_epochs: Integer = Field(0, ge=0)
     ema_decay: Number = Field(0.999, ge=0.0, le=1.0)
-    batch_size: Integer = Field(4, ge=1)  # the global batch, split over `nproc` processes
+    batch_size: Integer = Field(4, ge=1, le=MAX_BATCH)  # the global batch, over `nproc` processes
     epochs: Integer = Field(37, ge=1)
     seed: Seed = 0
     flip: Flag = True
@@ -235,7 +310,7 @@ class LoopConfig(Section):
     nproc: Integer = Field(1, ge=1, le=MAX_PROCESSES)  # processes (GPUs) per machine
     nnodes: Integer = Field(1, ge=1, le=MAX_PROCESSES)  # machines (SPADE_RDZV_ENDPOINT joins them)
     # speed and logging only
-    num_workers: Integer = Field(4, ge=0)
+    num_workers: Integer = Field(4, ge=0, le=MAX_WORKERS)
     log_every: Integer = Field(100, ge=1)
     ckpt_every: Integer = Field(2000, ge=1)
     n_samples: Integer = Field(8, ge=1, le=64)
@@ -293,8 +368,8 @@ class TrainConfig(LoopConfig):
 class StudentArch(Section):
     """`distill.arch`: the student's widths; the rest of its architecture is the teacher's."""
 
-    ngf: Integer = Field(16, ge=1)
-    spade_hidden: Integer = Field(32, ge=1)
+    ngf: Integer = Field(16, ge=1, le=MAX_BASE_WIDTH)
+    spade_hidden: Integer = Field(32, ge=1, le=MAX_WIDTH)
 
 
 class DistillConfig(LoopConfig):
@@ -316,7 +391,7 @@ class FeaturesConfig(Section):
     """`features`: Inception features of the real test images (the FID reference), and the style
     probe fitted on the real training faces when the data has style labels."""
 
-    batch_size: Integer = Field(64, ge=1)
+    batch_size: Integer = Field(64, ge=1, le=MAX_BATCH)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: Seed = 0  # the style probe's initial weights and batches
 
@@ -325,9 +400,9 @@ class EvaluateConfig(Section):
     """`evaluate`: generate the test faces, then FID, KID and paired metrics."""
 
     seed: Seed = 0
-    batch_size: Integer = Field(32, ge=1)
-    kid_subsets: Integer = Field(100, ge=1)
-    kid_subset_size: Integer = Field(1000, ge=2)
+    batch_size: Integer = Field(32, ge=1, le=MAX_BATCH)
+    kid_subsets: Integer = Field(100, ge=1, le=100_000)
+    kid_subset_size: Integer = Field(1000, ge=2, le=MAX_IMAGES)
     grid_rows: Integer = Field(8, ge=1, le=64)
     diversity_k: Integer = Field(5, ge=2, le=16)  # faces per test rough for `diversity`
 
@@ -351,6 +426,45 @@ class Params(Section):
     features: FeaturesConfig = FeaturesConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     cpu: CpuConfig = CpuConfig()
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> Params:
+        teacher, student = self.train.arch, self.distill.arch
+        for key in ("ngf", "spade_hidden"):
+            if getattr(student, key) > getattr(teacher, key):
+                raise ValueError(
+                    f"distill.arch.{key} = {getattr(student, key)} is wider than the teacher's "
+                    f"train.arch.{key} = {getattr(teacher, key)}: a student is narrower"
+                )
+        self._check_memory()
+        return self
+
+    def _check_memory(self) -> None:
+        """Refuse networks whose training cannot fit on one GPU: their weights and optimiser
+        state alone, counted without building them (activations come on top)."""
+        size, teacher = self.sample.image_size, self.train.arch
+        student = teacher.model_copy(update=self.distill.arch.model_dump())
+        g, s = generator_parameters(teacher, size), generator_parameters(student, size)
+        d = discriminator_parameters(self.train.disc) * TRAINED_BYTES
+        trained = TRAINED_BYTES + EMA_BYTES
+        needs = {  # the stage: its bytes, the sections whose widths count
+            "train": (g * trained + d, ["train"]),
+            "distill": (g * FROZEN_BYTES + s * trained + d, ["train", "distill"]),
+        }
+        for section, (need, sections) in needs.items():
+            if need > MAX_DEVICE_BYTES:
+                widths = ", ".join(
+                    f"{name}.arch.{k} = {v}"
+                    for name in sections
+                    for k, v in getattr(self, name).arch.model_dump().items()
+                    if type(v) is int
+                )
+                raise ValueError(
+                    f"{widths}: the {section} stage's networks at sample.image_size = {size} "
+                    f"need at least {need / 1e9:,.0f} GB to train (weights, gradients, Adam, "
+                    f"EMA), more than one GPU holds ({MAX_DEVICE_BYTES / 1e9:.0f} GB); use "
+                    "narrower networks"
+                )
 
 
 # --------------------------------------------------------------------------- loading

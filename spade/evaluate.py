@@ -99,11 +99,13 @@ def model_metrics(
     *,
     l1_rough: float,
     out: np.ndarray | None = None,
+    section: str = "train",
 ) -> dict[str, Any]:
     """Every metric of one generator: FID and KID of its faces from `cfg.seed` (written into
     `out`); the paired metrics of `paired_faces` (in each real face's own style), and the L1 of
     the seed's faces too (`l1_seed`: a random style each); diversity over `diversity_k` seeds;
-    style spread and control."""
+    style spread and control. `section` trained the model (named if it is worse than the
+    roughs)."""
     cfg = s.cfg
     faces = generate_faces(
         model, test.roughs, seed=cfg.seed, batch_size=cfg.batch_size, out=out, progress=True
@@ -111,7 +113,7 @@ def model_metrics(
     paired = paired_faces(model, test.roughs, test.real, seed=cfg.seed, batch_size=cfg.batch_size)
     metrics: dict[str, Any] = image_metrics(faces, paired, test, s)
     metrics["l1_seed"] = round(paired_metrics(faces, test.real)["l1"], 6)
-    metrics["worse_than_rough"] = worse_than_rough(metrics["l1"], l1_rough)
+    metrics["worse_than_rough"] = worse_than_rough(metrics["l1"], l1_rough, section)
     metrics |= style_metrics(model, faces, test, cfg)
     return metrics
 

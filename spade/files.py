@@ -16,8 +16,10 @@ import glob
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -158,15 +160,26 @@ def save_torch(path: Path | str, obj: Any) -> None:
 
 def load_torch(path: Path | str, what: str) -> Any:
     """torch.load on the CPU with `weights_only=True` (no pickled code ever runs); a file that
-    is not one is a `UserError` naming `what` it should have been."""
+    is not one is a one-line `UserError` naming `what` it should have been."""
+    import pickle
+
     import torch
 
     from spade.errors import UserError
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Detected pickle protocol")  # a foreign pickle
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's advice here would be to run the pickle's code
+        code = re.search(r"unsupported GLOBAL (\S+)", str(e))
+        why = "not PyTorch weights"
+        if code:
+            why = f"it holds pickled code, {code[1]}, which is never run"
+        raise UserError(f"{path} is not a readable {what} ({why})") from None
     except Exception as e:
-        raise UserError(f"{path} is not a readable {what} ({type(e).__name__}: {e})") from e
+        first = (str(e).splitlines() or [""])[0]
+        raise UserError(f"{path} is not a readable {what} ({type(e).__name__}: {first})") from e
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:

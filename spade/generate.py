@@ -1,8 +1,9 @@
 """`spade generate`: turn the user's own rough drawings (or, with `roughen`, any pictures) into
 anime faces, one file each (or one strip of faces each), through a `Painter`.
 
-Nothing the user gave is ever overwritten: outputs that would replace an input, or each other,
-are refused before anything is written.
+Nothing the user gave is ever overwritten: outputs that would replace an input, each other, or
+(without `--overwrite`) a file already in the output folder are refused before anything is
+written.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class GenerateOptions:
     interpolate: int = 0  # K > 1: a strip of K faces from `seed` to `seed_to`
     seed_to: int | None = None
     save_rough: bool = False
+    overwrite: bool = False  # replace files already in the output folder (never an input)
 
 
 def list_inputs(path: Path) -> list[Path]:
@@ -54,8 +56,9 @@ def targets(path: Path, out_dir: Path, opts: GenerateOptions) -> list[Path]:
 
 
 def check_out_dir(out_dir: Path, inputs: list[Path], opts: GenerateOptions) -> None:
-    """A writable folder; no two outputs with one name, and no output that would replace an
-    input (nothing the user gave us is ever overwritten)."""
+    """A writable folder; no two outputs with one name, no output that would replace an input,
+    and none that would replace a file already there unless `opts.overwrite` (nothing the user
+    gave us is ever overwritten unasked)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {shown(out_dir)} is a file; give a folder for the faces")
     try:
@@ -79,6 +82,17 @@ def check_out_dir(out_dir: Path, inputs: list[Path], opts: GenerateOptions) -> N
             raise UserError(
                 f"refusing to overwrite the input {shown(target)}: choose another --out folder"
             )
+    outputs = [target for path in inputs for target in targets(path, out_dir, opts)]
+    existing = [target for target in outputs if os.path.lexists(target)]
+    folders = [t for t in existing if t.is_dir()]
+    if folders:
+        raise UserError(f"{shown(folders[0])} is a folder: choose another --out folder")
+    if existing and not opts.overwrite:
+        more = f" (and {len(existing) - 1} more of the files to write)" if len(existing) > 1 else ""
+        raise UserError(
+            f"{shown(existing[0])} already exists{more}: choose another --out folder, or add "
+            "--overwrite to replace it"
+        )
 
 
 def generate(

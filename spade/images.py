@@ -13,13 +13,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from spade.errors import UserError
 from spade.files import write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+# The only formats decoded (Pillow's names), whatever a file's name or an upload's type says: no
+# other plugin ever sees the bytes (Pillow's EPS plugin, for one, runs Ghostscript on them).
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+FORMATS_SHOWN = "PNG, JPEG, WebP, GIF, BMP, TIFF"
 # No image of this project is anywhere near this; a bigger file is refused unread (zip bombs,
 # /dev/zero).
 MAX_IMAGE_BYTES = 64 * 2**20
@@ -30,7 +34,7 @@ class UnreadableImage(Exception):
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """Decode any common image to RGB uint8.
+    """Decode an image of one of `IMAGE_FORMATS` to RGB uint8.
 
     Transparency is composited on white, grayscale becomes gray RGB, palettes are expanded,
     16-bit channels are scaled (not clipped) to 8 bits, and EXIF orientation is applied.
@@ -38,9 +42,11 @@ def decode_rgb(data: bytes) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
+    except UnidentifiedImageError:
+        raise UnreadableImage(f"not an image of a known format ({FORMATS_SHOWN})") from None
     except Exception as e:  # PIL raises many types for broken input
         raise UnreadableImage(f"{type(e).__name__}: {e}") from e
     return _to_rgb(img)
@@ -84,15 +90,22 @@ def shown(path: Path | str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
+def require_regular_file(path: Path, missing: str, wanted: str) -> None:
+    """A one-line `UserError` unless `path` is a regular file: `missing` when nothing is there,
+    else what it is instead (a folder, a pipe, a device such as /dev/zero: never read) and
+    that `wanted` is expected, e.g. "an image file"."""
+    if not path.exists():
+        raise UserError(missing)
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a pipe or a device)"
+        raise UserError(f"{shown(path)} is {kind}; give {wanted}")
+
+
 def read_image_file(path: Path | str) -> bytes:
     """The bytes of a regular image file, at most MAX_IMAGE_BYTES; anything else (a folder, a
     pipe, a device such as /dev/zero, a huge file) is a one-line `UserError`, read no further."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"image not found: {shown(path)}")
-    if not path.is_file():
-        kind = "a folder" if path.is_dir() else "not a regular file (a pipe or a device)"
-        raise UserError(f"{shown(path)} is {kind}; give an image file")
+    require_regular_file(path, f"image not found: {shown(path)}", "an image file")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_IMAGE_BYTES + 1)

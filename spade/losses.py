@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from spade.errors import UserError
+
+if TYPE_CHECKING:
+    from spade.config import Params
 
 DOutputs = list[list[torch.Tensor]]  # per scale, per layer; the last layer is the logits
 
@@ -50,28 +56,50 @@ def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
 
 
+def vgg19_weights(needed_by: Sequence[str]) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet VGG19 weights, downloaded once into TORCH_HOME. Without them (no
+    network, no cached copy) a one-line `UserError` names every key in `needed_by`: the
+    parameters whose perceptual loss is on."""
+    from torchvision.models import VGG19_Weights
+
+    try:
+        return VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
+    except Exception as e:
+        why = (str(e).splitlines() or [""])[0]
+        off = ", ".join(f"{key}: 0" for key in needed_by)
+        raise UserError(
+            f"VGG19 ImageNet weights could not be loaded ({type(e).__name__}: {why}); "
+            f"{' and '.join(needed_by)} need them. Connect to the internet once (they are cached "
+            f"in TORCH_HOME), or turn the perceptual loss off: {off}"
+        ) from e
+
+
+def fetch_vgg19(params: Params, section: str) -> None:
+    """Before `section` ("train" or "distill") does any work: the VGG19 weights if its
+    perceptual loss is on, so that offline the first stage that needs them names every key that
+    does (the other stage's too), not only its own, and not hours later."""
+    if getattr(params, section).lambda_vgg > 0:
+        keys = [f"{s}.lambda_vgg" for s in ("train", "distill") if getattr(params, s).lambda_vgg]
+        vgg19_weights(keys)
+
+
 class VGGLoss(nn.Module):
     """L1 between VGG19 features at relu1_1…relu5_1, weighted 1/32, 1/16, 1/8, 1/4, 1.
 
-    Inputs are images in [-1, 1]. Weights are torchvision's ImageNet VGG19, loaded the usual way
-    (downloaded once into TORCH_HOME); without them this raises a `UserError`.
+    Inputs are images in [-1, 1]. Weights: `vgg19_weights`, whose error names `needed_by`.
     """
 
     SLICES = (2, 7, 12, 21, 30)  # indices into vgg19.features ending at relu1_1 … relu5_1
     WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 
-    def __init__(self):
+    def __init__(self, needed_by: Sequence[str] = ("train.lambda_vgg",)):
         super().__init__()
-        from torchvision.models import VGG19_Weights, vgg19
+        from torchvision.models import vgg19
 
-        try:
-            features = vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
-        except Exception as e:  # no network and no cached file
-            raise UserError(
-                f"VGG19 ImageNet weights could not be loaded ({type(e).__name__}: {e}). "
-                "Connect to the internet once (they are cached in TORCH_HOME), "
-                "or turn the perceptual loss off with train.lambda_vgg: 0"
-            ) from e
+        weights = vgg19_weights(needed_by)  # first: offline, it fails before building anything
+        model = vgg19()
+        model.load_state_dict(weights)
+        features = model.features
         starts = (0, *self.SLICES[:-1])
         self.slices = nn.ModuleList(features[a:b] for a, b in zip(starts, self.SLICES, strict=True))
         self.requires_grad_(False).eval()

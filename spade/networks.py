@@ -7,7 +7,6 @@ Shapes in comments: B batch, C channels, S image size.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -15,10 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from spade.config import DiscriminatorArch, GeneratorArch
+from spade.config import (
+    MAX_DISC_WIDTH,
+    START_SIZE,
+    DiscriminatorArch,
+    GeneratorArch,
+    generator_channels,
+    num_upsamplings,
+)
 
-START_SIZE = 4
-MAX_MULT = 16  # widest layer = ngf * MAX_MULT, at the 4×4 start
 COND_CHANNELS = 3  # the rough is RGB
 
 
@@ -54,19 +58,6 @@ class RandomStream:
 
 
 GLOBAL_RNG = RandomStream()
-
-
-def num_upsamplings(image_size: int) -> int:
-    n = math.log2(image_size / START_SIZE)
-    if image_size < 32 or not n.is_integer():
-        raise ValueError(f"image_size must be a power of two >= 32, got {image_size}")
-    return int(n)
-
-
-def generator_channels(arch: GeneratorArch, image_size: int) -> list[int]:
-    """Output width of each residual block, one per resolution 4, 8, …, image_size."""
-    resolutions = [START_SIZE * 2**i for i in range(num_upsamplings(image_size) + 1)]
-    return [arch.ngf * min(MAX_MULT, image_size // r) for r in resolutions]
 
 
 class SPADE(nn.Module):
@@ -238,7 +229,7 @@ class PatchDiscriminator(nn.Module):
         layers = [nn.Sequential(nn.Conv2d(in_channels, ndf, 4, 2, 2), nn.LeakyReLU(0.2))]
         nf = ndf
         for n in range(1, n_layers):
-            nf_prev, nf = nf, min(nf * 2, 512)
+            nf_prev, nf = nf, min(nf * 2, MAX_DISC_WIDTH)
             stride = 1 if n == n_layers - 1 else 2
             layers.append(
                 nn.Sequential(

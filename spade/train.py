@@ -270,7 +270,9 @@ def recompute_bn_stats(model: nn.Module, loader: DataLoader, cfg: LoopConfig, n:
     model.eval()
 
 
-def held_out_l1(model: nn.Module, test_set: PairDataset, seed: int) -> dict[str, Any]:
+def held_out_l1(
+    model: nn.Module, test_set: PairDataset, seed: int, section: str = "train"
+) -> dict[str, Any]:
     """Paired L1 of generated faces (`paired_faces`) and of the roughs themselves against the
     real faces: as `evaluate` computes it, so the numbers agree with metrics/eval.json."""
     roughs, real = (np.asarray(a) for a in test_set.arrays())
@@ -280,7 +282,7 @@ def held_out_l1(model: nn.Module, test_set: PairDataset, seed: int) -> dict[str,
     return {
         "test_l1": round(l1, 6),
         "test_l1_rough": round(l1_rough, 6),
-        "worse_than_rough": worse_than_rough(round(l1, 6), round(l1_rough, 6)),
+        "worse_than_rough": worse_than_rough(round(l1, 6), round(l1_rough, 6), section),
     }
 
 
@@ -297,7 +299,8 @@ def export(
     loader = make_loader(train_set, sampler, cfg.batch_size, cfg, device)
     recompute_bn_stats(final, loader, cfg, cfg.bn_batches)
     final.to(memory_format=torch.contiguous_format)  # as `load_generator` rebuilds it
-    metrics = held_out_l1(final, test_set, cfg.seed) | {"steps": steps, "epochs": cfg.epochs}
+    metrics = held_out_l1(final, test_set, cfg.seed, cfg.SECTION)
+    metrics |= {"steps": steps, "epochs": cfg.epochs}
     files = [paths.generator, paths.metrics]
     files += [paths.discriminator] if paths.discriminator is not None else []
     with atomic_paths(files) as (generator, metrics_file, *discriminator):

@@ -101,7 +101,7 @@ def build_state(
         extra = DDP(extra, device_ids=ids) if extra is not None else None
     if cfg.compile:
         g, d = torch.compile(g), torch.compile(d)
-    vgg = VGGLoss().to(env.device) if cfg.lambda_vgg > 0 else None
+    vgg = VGGLoss([f"{cfg.SECTION}.lambda_vgg"]).to(env.device) if cfg.lambda_vgg > 0 else None
     return TrainState(g, d, g_ema, opt_g, opt_d, vgg=vgg, extra=extra, teacher=teacher)
 
 

@@ -43,7 +43,9 @@ def main() -> None:
         l1_rough = metrics["l1_rough"]
         metrics = model_metrics(model, test, settings, l1_rough=l1_rough, out=generated) | metrics
         student, _ = load_generator(STUDENT, settings.device)
-        metrics["student"] = model_metrics(student, test, settings, l1_rough=l1_rough)
+        metrics["student"] = model_metrics(
+            student, test, settings, l1_rough=l1_rough, section="distill"
+        )
         generated.flush()
         grid = comparison_grid(test.roughs, generated, test.real, params.evaluate.grid_rows)
         grid_path.write_bytes(png_bytes(grid))

@@ -5,6 +5,7 @@ and the GPU check's smoke run), and running stages as processes."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 from dataclasses import fields, replace
@@ -43,6 +44,24 @@ def png_bytes(img: np.ndarray | Image.Image, **save_kw) -> bytes:
     buf = io.BytesIO()
     pil.save(buf, format=save_kw.pop("format", "PNG"), **save_kw)
     return buf.getvalue()
+
+
+def eps_bytes() -> bytes:
+    """A small EPS picture (PostScript): Pillow would hand it to Ghostscript to decode."""
+    return png_bytes(Image.new("RGB", (8, 8), (200, 30, 30)), format="EPS")
+
+
+@pytest.fixture
+def fake_gs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `gs` first on PATH, for this process and those it starts, that only leaves a marker
+    file: the returned marker must never appear."""
+    marker, bin_dir = tmp_path / "gs-ran", tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f'#!/bin/sh\necho "$@" >> "{marker}"\n')
+    (bin_dir / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr("PIL.EpsImagePlugin.gs_binary", None)  # Pillow caches where gs is
+    return marker
 
 
 @pytest.fixture

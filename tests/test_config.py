@@ -89,6 +89,13 @@ def fails(raw: dict, fragment: str) -> None:
         ({"roughen": {"recipe": {"spatial_radius": float("nan")}}}, "spatial_radius = nan"),
         ({"features": {"device": "tpu"}}, "one of 'auto', 'cpu', 'cuda'"),
         ({"demo": [1, 2]}, "section 'demo' must be a mapping"),
+        ({"train": {"arch": {"ngf": 10**9}}}, "train.arch.ngf = 1000000000 is not legal; expected"),
+        ({"train": {"arch": {"z_dim": 10**6}}}, "train.arch.z_dim = 1000000 is not legal"),
+        ({"train": {"disc": {"ndf": 4096}}}, "train.disc.ndf = 4096 is not legal"),
+        ({"distill": {"arch": {"spade_hidden": 10**9}}}, "distill.arch.spade_hidden = 1000000000"),
+        ({"train": {"batch_size": 10**6}}, "train.batch_size = 1000000 is not legal"),
+        ({"evaluate": {"batch_size": 10**6}}, "evaluate.batch_size = 1000000 is not legal"),
+        ({"sample": {"n_images": 10**9}}, "sample.n_images = 1000000000 is not legal"),
     ],
 )
 def test_bad_values_name_the_key_and_legal_values(raw, fragment):
@@ -218,3 +225,43 @@ def test_scheduler_addresses_dask_accepts(address):
 
 def test_processes_are_bounded():
     fails({"train": {"nproc": 10**9}}, "train.nproc = 1000000000 is not legal")
+
+
+@pytest.mark.parametrize("key", ["ngf", "spade_hidden"])
+def test_a_student_wider_than_its_teacher_is_refused_at_check(key):
+    wide = {"train": {"arch": {key: 32}}, "distill": {"arch": {key: 1000}}}
+    fails(wide, f"distill.arch.{key} = 1000 is wider than the teacher's train.arch.{key} = 32")
+    equal = {"train": {"arch": {key: 32}}, "distill": {"arch": {key: 32}}}
+    assert getattr(parse_params(equal).distill.arch, key) == 32
+
+
+def test_networks_that_cannot_fit_on_a_gpu_are_refused_by_their_widths():
+    fails(
+        {"train": {"arch": {"ngf": 1000}}},
+        "train.arch.ngf = 1000, train.arch.spade_hidden = 128, train.arch.z_dim = 256, "
+        "train.arch.nef = 64: the train stage's networks at sample.image_size = 256 need at "
+        "least 337 GB to train",
+    )
+    fails(  # the teacher's training fits; a frozen teacher and a student as wide do not
+        {"train": {"arch": {"ngf": 720}}, "distill": {"arch": {"ngf": 720, "spade_hidden": 128}}},
+        "train.arch.nef = 64, distill.arch.ngf = 720, distill.arch.spade_hidden = 128: the "
+        "distill stage's networks",
+    )
+    assert parse_params({"train": {"arch": {"ngf": 128}}}).train.arch.ngf == 128  # ~7 GB
+
+
+@pytest.mark.parametrize("command", ["check", "params stage"])
+def test_check_and_the_params_stage_refuse_cross_section_mistakes(command, tmp_path):
+    import subprocess
+    import sys
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["distill"]["arch"]["ngf"] = 1000
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    cmd = ["-m", "spade", "check"] if command == "check" else [str(ROOT / "stages/params.py")]
+    proc = subprocess.run(
+        [sys.executable, *cmd], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "distill.arch.ngf = 1000 is wider than the teacher's" in lines[0]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from devtools.scratch import ROOT
 from spade.__main__ import main
 from spade.config import TrainConfig
 from spade.dist import DistEnv
@@ -16,7 +20,7 @@ from spade.images import read_rgb, resize_square, save_png
 from spade.roughen import roughen_image
 from spade.train import train
 
-from conftest import ARCH, RECIPE, TINY, paths_in
+from conftest import ARCH, RECIPE, TINY, eps_bytes, paths_in
 
 PLAIN = ARCH | {"use_vae": False, "z_every_layer": False}  # z at the 4×4 start only
 
@@ -72,10 +76,9 @@ def test_hand_drawn_rough_becomes_a_face(model_path, tmp_path):
 
 def test_seed_controls_the_output(model_path, tmp_path):
     save_png(tmp_path / "in/mine.png", hand_drawn_rough())
-    for seed in (0, 0, 1):
-        generate(
-            tmp_path / "in", "--model", model_path, "--out", tmp_path / f"s{seed}", "--seed", seed
-        )
+    for seed in (0, 0, 1):  # s0 twice: the second run replaces its faces
+        out = ["--out", tmp_path / f"s{seed}", "--overwrite"]
+        generate(tmp_path / "in", "--model", model_path, *out, "--seed", seed)
     a, b = (read_rgb(tmp_path / f"s{s}/mine.png") for s in (0, 1))
     assert not np.array_equal(a, b)
     generate(tmp_path / "in", "--model", model_path, "--out", tmp_path / "again", "--seed", 0)
@@ -173,6 +176,33 @@ def test_never_overwrites_an_input(model_path, tmp_path, caplog):
     )
     assert (folder / "mine.png").read_bytes() == before
     assert sorted(p.name for p in folder.iterdir()) == ["mine.png"]
+
+
+def test_files_already_in_out_are_replaced_only_with_overwrite(model_path, tmp_path, caplog):
+    """The user's own me.png and me_rough.png beside me.jpg survive `--out` that folder."""
+    folder = tmp_path / "d"
+    photo = np.random.default_rng(0).integers(0, 256, (50, 50, 3), dtype=np.uint8)
+    folder.mkdir()
+    cv2.imwrite(str(folder / "me.jpg"), photo)
+    mine = {name: f"the user's own {name}".encode() for name in ("me.png", "me_rough.png")}
+    for name, data in mine.items():
+        (folder / name).write_bytes(data)
+    args = [folder / "me.jpg", "--model", model_path, "--out", folder, "--roughen", "--save-rough"]
+    expect_error(caplog, args, "me.png already exists (and 1 more of the files to write)")
+    assert "--overwrite" in caplog.records[-1].getMessage()
+    assert {name: (folder / name).read_bytes() for name in mine} == mine  # nothing written
+    assert sorted(p.name for p in folder.iterdir()) == ["me.jpg", "me.png", "me_rough.png"]
+    generate(*args, "--overwrite")
+    assert all(read_rgb(folder / name).shape == (32, 32, 3) for name in mine)
+    before = (folder / "me.png").read_bytes()
+    expect_error(caplog, [folder / "me.png", *args[1:], "--overwrite"], "overwrite the input")
+    assert (folder / "me.png").read_bytes() == before
+
+
+def test_overwrite_is_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "--overwrite" in capsys.readouterr().out
 
 
 def test_bad_out_folder_is_one_clear_line(model_path, tmp_path, caplog):
@@ -278,8 +308,6 @@ def test_the_count_of_written_files_includes_the_roughs(model_path, tmp_path, ca
 
 @pytest.mark.parametrize("special", ["/dev/null", "/dev/zero", "fifo"])
 def test_pipes_and_devices_are_refused_unread(model_path, tmp_path, caplog, special):
-    import os
-
     if special == "fifo":
         special = tmp_path / "fifo"
         os.mkfifo(special)  # reading it would block for ever
@@ -318,3 +346,48 @@ def test_non_finite_weights_are_refused(model_path, tmp_path, caplog):
         "non-finite weights",
     )
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_eps_file_never_reaches_ghostscript(tiny_generator_file, fake_gs, tmp_path):
+    """A file named .png that is really PostScript, through the command line as users run it."""
+    (tmp_path / "me.png").write_bytes(eps_bytes())
+    out = tmp_path / "out"
+    args = ["generate", tmp_path / "me.png", "--model", tiny_generator_file, "--out", out]
+    run = subprocess.run(
+        [sys.executable, "-m", "spade", *map(str, args)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "me.png: not an image of a known format (PNG, JPEG" in run.stderr
+    assert not fake_gs.exists() and not any(out.iterdir())
+
+
+class PickledCode:
+    """Pickles as a call of os.system: loading it with weights_only=False would run it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_model_file_with_pickled_code_is_one_line_that_never_runs_it(tmp_path, caplog):
+    marker = tmp_path / "code-ran"
+    torch.save({"format": "spade-anime-generator", "x": PickledCode(marker)}, tmp_path / "m.pt")
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    args = [tmp_path / "mine.png", "--model", tmp_path / "m.pt", "--out", tmp_path / "out"]
+    expect_error(caplog, args, "m.pt is not a readable model file (it holds pickled code, ")
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0] and "weights_only" not in errors[0]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_model_that_is_a_device_or_a_pipe_says_so(tmp_path, caplog, special):
+    if special == "fifo":
+        special = tmp_path / "fifo"
+        os.mkfifo(special)
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    args = [tmp_path / "mine.png", "--model", special, "--out", tmp_path / "out"]
+    expect_error(caplog, args, f"{special} is not a regular file (a pipe or a device); give a")
+    assert "not found" not in caplog.text

@@ -16,7 +16,7 @@ from spade.images import (
     save_png,
 )
 
-from conftest import png_bytes
+from conftest import eps_bytes, png_bytes
 
 
 def test_rgb_png_roundtrip():
@@ -84,6 +84,14 @@ def test_jpeg_decodes():
 def test_broken_input_raises(data):
     with pytest.raises(UnreadableImage):
         decode_rgb(data)
+
+
+@pytest.mark.parametrize("gs", [True, False], ids=["fake-gs-on-path", "no-gs"])
+def test_eps_never_reaches_ghostscript(request, gs):
+    marker = request.getfixturevalue("fake_gs") if gs else None
+    with pytest.raises(UnreadableImage, match=r"^not an image of a known format \(PNG, JPEG"):
+        decode_rgb(eps_bytes())
+    assert marker is None or not marker.exists()
 
 
 def test_truncated_jpeg_raises():

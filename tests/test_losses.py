@@ -1,8 +1,15 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
+import yaml
 
 from spade.errors import UserError
 from spade.losses import VGGLoss, d_hinge_loss, feature_matching_loss, g_hinge_loss, kl_loss
+
+from conftest import ROOT
 
 
 def outputs(*logits: float) -> list[list[torch.Tensor]]:
@@ -32,11 +39,50 @@ def test_kl_is_zero_for_the_prior_and_positive_otherwise():
 
 def test_vgg_without_weights_is_a_clear_user_error(monkeypatch):
     def offline(*args, **kwargs):
-        raise OSError("no network")
+        raise OSError("no network\nsecond line")
 
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
-    with pytest.raises(UserError, match="lambda_vgg: 0"):
+    with pytest.raises(UserError, match=r"train\.lambda_vgg: 0") as e:
         VGGLoss()
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError) as e:  # the student's loss names the student's key
+        VGGLoss(["distill.lambda_vgg"])
+    assert "distill.lambda_vgg: 0" in str(e.value) and "train." not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("stage", "train_vgg", "named"),
+    [
+        ("train", 10.0, "train.lambda_vgg and distill.lambda_vgg need them"),
+        ("distill", 0.0, "; distill.lambda_vgg need them"),
+    ],
+)
+def test_offline_the_first_stage_that_needs_vgg_names_every_key(tmp_path, stage, train_vgg, named):
+    """No network (a proxy that refuses) and no cached weights: the stage stops before any
+    work, in one line naming every key whose perceptual loss is on."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["lambda_vgg"], params["distill"]["lambda_vgg"] = train_vgg, 10.0
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    nowhere = "http://127.0.0.1:9"  # the discard port: nothing is ever downloaded
+    env = os.environ | {"TORCH_HOME": str(tmp_path / "torch")}
+    env |= {k: nowhere for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+    for key in ("no_proxy", "NO_PROXY"):
+        env.pop(key, None)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / f"stages/{stage}.py")],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1 and named in errors[0], proc.stderr
+    assert "lambda_vgg: 0" in errors[0]
+    assert sorted(p.name for p in repo.iterdir()) == ["params.yaml"]  # nothing was done
 
 
 def test_mode_seeking_rewards_faces_that_differ():

@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from spade.config import DiscriminatorArch, GeneratorArch
+from spade.config import (
+    DiscriminatorArch,
+    GeneratorArch,
+    discriminator_parameters,
+    generator_parameters,
+)
 from spade.networks import (
     FaceModel,
     MultiscaleDiscriminator,
@@ -42,6 +47,24 @@ def test_encoder_works_below_256():
 def test_channel_schedule_matches_nvlabs_at_256():
     assert generator_channels(GeneratorArch(ngf=64), 256) == [1024, 1024, 1024, 512, 256, 128, 64]
     assert num_upsamplings(256) == 6
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("size", [32, 128])
+@pytest.mark.parametrize(
+    "switches",
+    [{}, {"use_vae": False, "z_every_layer": False, "noise": False}, {"z_every_layer": False}],
+    ids=["all", "none", "vae-and-noise"],
+)
+def test_parameter_counts_without_building_match_the_modules(size, switches):
+    """`spade check` estimates training memory from these counts before any network exists."""
+    arch = GeneratorArch(ngf=3, spade_hidden=5, z_dim=7, nef=2, **switches)
+    assert generator_parameters(arch, size) == count(FaceModel(arch, size))
+    for disc in (DiscriminatorArch(ndf=4, num_d=2, n_layers=4), DiscriminatorArch(ndf=300)):
+        assert discriminator_parameters(disc) == count(MultiscaleDiscriminator(disc))
 
 
 @pytest.mark.parametrize("size", [16, 48, 100])

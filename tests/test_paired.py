@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spade.errors import UserError
-from spade.metrics.paired import PSNR_CAP_DB, paired_metrics
+from spade.metrics.paired import PSNR_CAP_DB, paired_metrics, worse_than_rough
 
 
 def images(n: int = 5, size: int = 32, high: int = 256, seed: int = 0) -> np.ndarray:
@@ -54,3 +54,10 @@ def test_reads_memmap(tmp_path):
     np.save(tmp_path / "a.npy", a)
     from_disk = paired_metrics(np.load(tmp_path / "a.npy", mmap_mode="r"), b, batch_size=4)
     assert from_disk == pytest.approx(paired_metrics(a, b))
+
+
+@pytest.mark.parametrize("section", ["train", "distill"])
+def test_worse_than_rough_names_the_section_that_trained_the_model(section, caplog):
+    assert worse_than_rough(0.5, 0.4, section) and not worse_than_rough(0.3, 0.4, section)
+    assert f"try a lower {section}.lr_g / {section}.lr_d" in caplog.text
+    assert section == "train" or "train." not in caplog.text

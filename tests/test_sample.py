@@ -10,7 +10,7 @@ from spade.errors import UserError
 from spade.images import decode_rgb
 from spade.sample import ImageSource, sample_images
 
-from conftest import blob_image, png_bytes
+from conftest import blob_image, eps_bytes, png_bytes
 
 
 def run_sample(source, out, **kw):
@@ -79,6 +79,14 @@ def test_odd_and_corrupt_files_are_skipped_and_reported(image_folder, tmp_path):
     assert len(train) + len(test) == n_valid  # the sample never shrinks
     assert sorted(s["path"] for s in report["skipped"]) == ["broken.png", "notes.txt"]
     assert {"gray.png", "rgba.png"} <= set(manifest.path)
+
+
+def test_an_eps_file_is_skipped_without_ghostscript(image_folder, tmp_path, fake_gs):
+    (image_folder / "face.png").write_bytes(eps_bytes())
+    report = run_sample(image_folder, tmp_path / "o", n_images=12)[3]
+    assert [s["path"] for s in report["skipped"]] == ["face.png"]
+    assert "not an image of a known format" in report["skipped"][0]["reason"]
+    assert not fake_gs.exists()
 
 
 def test_broken_zip_entry_is_skipped(image_folder, tmp_path):

@@ -30,7 +30,7 @@ from spade.studio import Limits, create_app
 from spade.studio.palette import _source_colours, as_roughened, palette
 from spade.studio.server import bind
 
-from conftest import blob_image, png_bytes, write_tiny_generator
+from conftest import blob_image, eps_bytes, png_bytes, write_tiny_generator
 
 SIZE = 32
 
@@ -231,6 +231,13 @@ def test_jpeg_and_odd_modes_are_accepted(client):
 )
 def test_bad_uploads_get_a_clear_4xx(client, data, content_type, status, words):
     assert words in error(upload(client, data, content_type=content_type), status)
+
+
+@pytest.mark.parametrize("path", ["/api/prepare?roughen=1", "/api/style"])
+def test_an_eps_upload_never_reaches_ghostscript(client, fake_gs, path):
+    r = client.post(path, content=eps_bytes(), headers={"content-type": "image/png"})
+    assert "not an image the studio can read (PNG, JPEG" in error(r, 415)
+    assert not fake_gs.exists()
 
 
 def test_roughen_flag_is_checked(client):

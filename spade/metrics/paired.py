@@ -90,17 +90,20 @@ def paired_metrics(
     return {"l1": float(l1), "psnr": float(psnr), "ssim": float(ssim)}
 
 
-def worse_than_rough(l1: float, l1_rough: float) -> bool:
+def worse_than_rough(l1: float, l1_rough: float, section: str = "train") -> bool:
     """Are the generated faces further from the real ones than the roughs they start from?
 
-    Then the model has learnt nothing useful (often: training diverged): say so loudly.
+    Then the model has learnt nothing useful (often: training diverged): say so loudly, naming
+    the learning rates of the `section` that trained it.
     """
     worse = l1 >= l1_rough
     if worse:
         log.warning(
             "!!! The generated faces are WORSE than the roughs they start from (L1 %.4f vs %.4f):"
-            " training probably diverged; try a lower train.lr_g / train.lr_d",
+            " training probably diverged; try a lower %s.lr_g / %s.lr_d",
             l1,
             l1_rough,
+            section,
+            section,
         )
     return worse

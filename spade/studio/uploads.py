@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 from starlette.requests import Request
 
 from spade.config import Seed
-from spade.images import UnreadableImage, decode_rgb
+from spade.images import FORMATS_SHOWN, IMAGE_FORMATS, UnreadableImage, decode_rgb
 
 MiB = 1 << 20
 
@@ -95,11 +95,11 @@ def require_image(request: Request) -> None:
 
 def decode_picture(data: bytes, max_side: int) -> np.ndarray:
     """Any image file → RGB uint8, after checking its dimensions from the header alone."""
-    not_image = "this file is not an image the studio can read (PNG, JPEG, WebP, GIF, BMP, TIFF)"
+    not_image = f"this file is not an image the studio can read ({FORMATS_SHOWN})"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
                 width, height = img.size
     except Image.DecompressionBombError:
         raise ApiError(
