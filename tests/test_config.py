@@ -108,7 +108,7 @@ def test_unknown_key_lists_legal_keys():
 
 def test_misspelt_section_is_refused_by_name():
     fails(
-        {"trian": {"epochs": 3}}, "unknown section 'trian'; legal sections: demo, distill, evaluate"
+        {"trian": {"epochs": 3}}, "unknown section 'trian'; legal sections: cpu, demo, distill, evaluate"
     )
 
 
