@@ -402,7 +402,7 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
                     point = sync_point(job, state, health, losses, step, flag, env, identity)
                     if live is not None and step % cfg.log_every == 0:
                         rate = seen / (time.perf_counter() - t0)
-                        _log_scalars(live, name, step, point.losses, state, rate)
+                        _log_scalars(live, name, step, point.losses, state)
                         bar.set_postfix(loss_g=f"{point.losses['loss_g']:.3f}", img_s=f"{rate:.1f}")
                     if save or point.stop:
                         _save(paths.checkpoint, state, step, total, identity, env)
@@ -456,15 +456,14 @@ def _save(path: Path, state: TrainState, step: int, total: int, identity: dict, 
     barrier(env)
 
 
-def _log_scalars(
-    live, name: str, step: int, losses: dict[str, float], state: TrainState, rate: float
-):
+def _log_scalars(live, name: str, step: int, losses: dict[str, float], state: TrainState):
+    """Losses and learning rates: what the same params and data reproduce byte for byte (the
+    throughput, which depends on the machine, goes to the progress bar only)."""
     live.step = step
     for key, value in losses.items():
         live.log_metric(f"{name}/{key}", round(value, 5))
     live.log_metric(f"{name}/lr_g", state.opt_g.param_groups[0]["lr"])
     live.log_metric(f"{name}/lr_d", state.opt_d.param_groups[0]["lr"])
-    live.log_metric(f"{name}/images_per_s", round(rate, 2))
     live.make_summary()
 
 

@@ -118,7 +118,7 @@ CPUS = {
     "default-1thread": {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"},
 }
 MODEL_STAGES = ("train", "distill", "features", "evaluate")
-OUTPUTS = ("models", "data/features", "data/eval", "metrics/eval.json")
+OUTPUTS = ("models", "dvclive", "dvclive_distill", "metrics", "data/features", "data/eval")
 
 
 def run_stage(stage: str, cwd: Path, **env: str) -> None:
@@ -134,13 +134,12 @@ def run_stage(stage: str, cwd: Path, **env: str) -> None:
 
 
 def digests(run: Path) -> dict[str, str]:
-    """sha256 of every file of the model stages' outputs (logs and timings aside)."""
+    """sha256 of every file the model stages write that DVC tracks (dvclive's logs too)."""
     files = [p for out in OUTPUTS for p in sorted((run / out).rglob("*")) if p.is_file()]
-    files += [run / out for out in OUTPUTS if (run / out).is_file()]
     return {
         p.relative_to(run).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
         for p in files
-        if p.suffix != ".pt" or (p.parent.name == "models" and "checkpoint" not in p.name)
+        if "checkpoint" not in p.name  # resumable state, not a DVC output
     }
 
 
