@@ -216,10 +216,20 @@ def native_bf16(device: torch.device) -> bool:
     elsewhere bf16 is emulated and slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    if not _onednn_may_use_bf16():
+        return False
     try:  # torch has no public query for the CPU's bf16 support
         return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
     except AttributeError:
         return False
+
+
+def _onednn_may_use_bf16() -> bool:
+    """False where `ONEDNN_MAX_CPU_ISA` caps oneDNN (torch's and OpenVINO's) below its bf16
+    instruction sets, e.g. at AVX2: asking it for bf16 then fails instead of computing."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
+    cap = cap.upper()
+    return cap in ("ALL", "DEFAULT") or any(k in cap for k in ("BF16", "FP16", "AMX", "AVX10"))
 
 
 def _inputs(cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor]) -> list:

@@ -229,3 +229,11 @@ def test_the_cache_keeps_the_most_recently_used_graphs(
     os.utime(ours, (1, 1))
     load_painter(tiny_generator_file, CPU, "onnx")  # a cache hit marks it as used
     assert ours.stat().st_mtime > 1000
+
+
+def test_no_bf16_where_onednn_is_capped_below_it(monkeypatch):
+    """A oneDNN capped at AVX2 (as on an AVX2-only CPU) cannot compute bf16: fp32 is chosen."""
+    from spade.runtime import native_bf16
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not native_bf16(torch.device("cpu"))
