@@ -15,7 +15,7 @@ Runs, in order, and writes everything to bench/results/gpu-check.json (plus a ta
 Exits non-zero if any check fails. Without CUDA it says so and exits 0, unless `--cpu-smoke`
 runs every step at a tiny size on the CPU (a test does, so CI keeps this script working).
 
-    make gpu-check                          # CUDA: 6 min without the rehearsal on one H200, which adds 5+
+    make gpu-check                          # CUDA: 6 min on one H200, and the rehearsal
     python bench/gpu_check.py --cpu-smoke   # CPU, tiny, about 4 minutes on 2 cores
 """
 
