@@ -23,7 +23,7 @@ import yaml
 
 from spade.roughen.hsv import hsv_to_rgb
 
-from conftest import ROOT, TINY_PARAMS
+from conftest import ROOT, TINY_PARAMS, launch_stage
 
 # The dispatch paths of OpenCV's kernels: AVX-512, AVX2, AVX, SSE 4.2 (each machine runs one).
 OPENCV_PATHS = ["", "AVX512-SKX", "AVX512-SKX,AVX2", "AVX512-SKX,AVX2,AVX,FP16"]
@@ -122,15 +122,9 @@ OUTPUTS = ("models", "dvclive", "dvclive_distill", "metrics", "data/features", "
 
 
 def run_stage(stage: str, cwd: Path, **env: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / f"stages/{stage}.py")],
-        cwd=cwd,
-        env=os.environ | {"SPADE_ROUGHEN_CACHE": str(cwd / ".roughen-cache")} | env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"{stage}: {proc.stderr[-3000:]}"
+    proc = launch_stage(stage, cwd, SPADE_ROUGHEN_CACHE=str(cwd / ".roughen-cache"), **env)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"{stage}: {out[-3000:]}"
 
 
 def digests(run: Path) -> dict[str, str]:
