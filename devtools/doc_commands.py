@@ -34,6 +34,7 @@ INLINE = re.compile(r"`([^`\n]+)`")
 ENV = re.compile(r"[A-Za-z_]\w*=")  # FOO=1 before a command
 WRAPPERS = {"time", "env", "nohup", "sudo", "exec"}
 SEPARATORS = {"&&", "||", ";", "|", "&", ";;"}
+MAKE_VALUE_FLAGS = {"-C", "-f", "-I", "-o", "-W", "--directory", "--file", "--makefile"}
 
 
 @dataclass(frozen=True)
@@ -184,12 +185,27 @@ def make_targets(root: Path = ROOT) -> frozenset[str]:
     return frozenset(re.findall(r"^([A-Za-z][\w.-]*)\s*:(?!=)", text, flags=re.M))
 
 
+def _targets(args: list[str]) -> list[str]:
+    """The targets of `make ARGS`: not its flags, their values, or VAR=value."""
+    targets, rest = [], list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg in MAKE_VALUE_FLAGS:
+            del rest[:1]
+        elif arg in ("-j", "-l"):  # an optional number
+            if rest and rest[0].isdigit():
+                del rest[:1]
+        elif not arg.startswith("-") and not ENV.match(arg):
+            targets.append(arg)
+    return targets
+
+
 def check(command: Command, root: Path = ROOT) -> list[str]:
     """What is wrong with one command (an empty list: nothing)."""
     tool, *args = command.words
     if tool == "make":
-        targets = [a for a in args if not a.startswith("-") and not ENV.match(a)]
-        return [f"the Makefile has no target {t!r}" for t in targets if t not in make_targets(root)]
+        missing = [t for t in _targets(args) if t not in make_targets(root)]
+        return [f"the Makefile has no target {t!r}" for t in missing]
     if tool in ("python", "python3"):
         script = args[0]
         if script.startswith("-") or not script.endswith(".py"):

@@ -56,6 +56,7 @@ def test_the_checker_catches_a_wrong_command(line, problem):
         "spade generate my_rough.png --seed=3 --runtime onnx --out out/",
         "spade check [file]",
         "make -j2 test-fast",
+        "make -j 2 -C . PY=python3.11 lint",
     ],
 )
 def test_the_checker_accepts_a_right_command(line):
