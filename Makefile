@@ -24,7 +24,7 @@ repro: setup  ## run the whole pipeline (the demo by default)
 test: setup  ## the whole test suite, as CI runs it (CPU; GPU tests skip without CUDA)
 	PATH=$(CURDIR)/$(BIN):$$PATH pytest
 
-test-fast: setup  ## the edit-test loop: the suite without the `slow` (dvc CLI) and `browser` tests
+test-fast: setup  ## the edit-test loop: the suite without the `slow` and `browser` tests
 	PATH=$(CURDIR)/$(BIN):$$PATH pytest -m "not slow and not browser"
 
 studio: setup  ## paint roughs in the browser: http://127.0.0.1:8000/ (after `make repro`)
@@ -38,8 +38,9 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: setup
+bench: setup  ## every bench/ script but gpu_check.py (CUDA rows only where there is a GPU)
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/roughen.py
+	PATH=$(CURDIR)/$(BIN):$$PATH python bench/roughen_torch.py
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/train.py
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/fid.py
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/studio.py

@@ -30,7 +30,9 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, without running anything (tests/test_doc_commands.py checks the
+    docs' `spade` commands against it)."""
     from spade.painter import MAX_INTERPOLATE
     from spade.runtime import RUNTIMES
 
@@ -152,7 +154,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     commands = {
         "generate": _generate,
         "studio": _studio,
