@@ -110,7 +110,7 @@ def rehearsal(smoke: bool, grid: Path) -> dict[str, Any]:
                     raise
                 # Record why the GPU engine failed, then finish the rehearsal on the CPU cores.
                 notes["roughen_torch_error"] = str(e)[-1500:]
-                params["roughen"]["backend"] = "opencv"
+                params["run"]["roughen"]["backend"] = "opencv"
                 (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
                 run(["dvc", "repro", "-s", stage], repo, env, timeout=1800)
                 run(["dvc", "repro", "-s", "params"], repo, env)

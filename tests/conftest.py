@@ -18,14 +18,15 @@ import yaml
 from PIL import Image
 
 from devtools.scratch import ROOT, preset
-from spade.config import Recipe
+from spade.config import LoopRun, Recipe
 from spade.train import TrainPaths
 
 TINY_PARAMS = preset("params.yaml", "presets/tiny.yaml")
 TINY = TINY_PARAMS["train"]  # TrainConfig(**TINY): tiny networks, two short epochs
+TINY_RUN = LoopRun(**TINY_PARAMS["run"]["train"])  # no loader processes, a log at every step
 ARCH = TINY["arch"]
-RECIPE = Recipe(**TINY_PARAMS["roughen"]["recipe"])
-DEMO_RECIPE = Recipe(**preset("params.yaml")["roughen"]["recipe"])  # what studio users meet
+RECIPE = Recipe(**TINY_PARAMS["roughen"])
+DEMO_RECIPE = Recipe(**preset("params.yaml")["roughen"])  # what studio users meet
 
 
 def blob_image(rng: np.random.Generator, size: int = 32) -> np.ndarray:
@@ -181,10 +182,14 @@ def paths_in(tmp: Path, data: Path, layout: TrainPaths | None = None) -> TrainPa
     return replace(layout, data=data, **moved)
 
 
-def stage_dir(tmp: Path, data: Path, section: str = "train", **overrides) -> Path:
+def stage_dir(
+    tmp: Path, data: Path, section: str = "train", run: dict | None = None, **overrides
+) -> Path:
     """A working directory as `dvc repro` sees it: the tiny params.yaml (with `overrides` in
-    `section`) and a copy of data/."""
+    `section`, and `run` in `run.<section>`) and a copy of data/."""
     params = TINY_PARAMS | {section: TINY_PARAMS[section] | overrides}
+    speed = TINY_PARAMS["run"] | {section: TINY_PARAMS["run"][section] | (run or {})}
+    params |= {"run": speed}
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copytree(data, tmp / "data")

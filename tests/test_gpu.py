@@ -23,7 +23,7 @@ from spade.synthetic import render_face
 from spade.train import train
 from spade.train_state import build_train_state
 
-from conftest import RECIPE, TINY, paths_in
+from conftest import RECIPE, TINY, TINY_RUN, paths_in
 
 pytestmark = pytest.mark.gpu
 SMOKE = os.environ.get("SPADE_GPU_SMOKE") == "1"
@@ -74,11 +74,11 @@ def test_checkpoint_resume_and_export(device, pair_data, tmp_path):
     paths = paths_in(tmp_path, pair_data)
     env = DistEnv(device=device)
     cfg = TrainConfig(**(TINY | {"epochs": 2}))
-    result = train(cfg, env, paths, RECIPE)
+    result = train(cfg, TINY_RUN, env, paths, RECIPE)
     assert result.steps == 12 and result.metrics["test_l1"] < 1
     ckpt = torch.load(paths.checkpoint, weights_only=True)
     torch.save(ckpt | {"finished": False}, paths.checkpoint)  # as if killed during the export
-    again = train(cfg, env, paths, RECIPE)
+    again = train(cfg, TINY_RUN, env, paths, RECIPE)
     assert again.steps == 12 and torch.load(paths.checkpoint, weights_only=True)["finished"]
     model, _ = load_generator(paths.generator, device)
     assert next(model.parameters()).device.type == device.type
@@ -86,7 +86,7 @@ def test_checkpoint_resume_and_export(device, pair_data, tmp_path):
 
 def test_generate_on_the_device_is_seeded_and_matches_the_cpu(device, pair_data, tmp_path):
     paths = paths_in(tmp_path, pair_data)
-    train(TrainConfig(**(TINY | {"epochs": 1})), DistEnv(), paths, RECIPE)
+    train(TrainConfig(**(TINY | {"epochs": 1})), TINY_RUN, DistEnv(), paths, RECIPE)
     faces = {}
     for where in ("cpu", device.type):
         model, recipe = load_generator(paths.generator, torch.device(where))
