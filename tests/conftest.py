@@ -29,6 +29,29 @@ RECIPE = Recipe(**TINY_PARAMS["roughen"])
 DEMO_RECIPE = Recipe(**preset("params.yaml")["roughen"])  # what studio users meet
 
 
+# --------------------------------------------------------------------------- the gpu marker
+# One gate for every `gpu` test: it runs on CUDA when there is one, on the CPU at tiny sizes under
+# SPADE_GPU_SMOKE=1 (`bench/gpu_check.py --cpu-smoke`, so the GPU check cannot rot between GPU
+# sessions), and is skipped otherwise. A gpu test takes its device from `gpu_device`.
+ON_CUDA = torch.cuda.is_available()
+GPU_SMOKE = os.environ.get("SPADE_GPU_SMOKE") == "1"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("gpu") is not None and not (ON_CUDA or GPU_SMOKE):
+        pytest.skip("needs CUDA (or SPADE_GPU_SMOKE=1 for the CPU smoke run)")
+
+
+@pytest.fixture
+def gpu_device(request: pytest.FixtureRequest) -> torch.device:
+    """The device of a `gpu` test: CUDA, or the CPU in the smoke run."""
+    assert request.node.get_closest_marker("gpu") is not None, "for tests marked gpu"
+    return torch.device("cuda" if ON_CUDA else "cpu")
+
+
+# --------------------------------------------------------------------------- images and data
+
+
 def blob_image(rng: np.random.Generator, size: int = 32) -> np.ndarray:
     """A few coloured blobs on a flat background: an easy RGB test image."""
     img = np.full((size, size, 3), rng.integers(0, 256, 3), dtype=np.uint8)

@@ -348,13 +348,10 @@ def test_machines_need_a_rendezvous_and_must_be_what_the_parameters_say(
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_amp_run(pair_data, tmp_path):
-    device = torch.device("cuda")
+def test_amp_run(gpu_device, pair_data, tmp_path):
     paths = paths_in(tmp_path, pair_data)
-    result = train(
-        TrainConfig(**(TINY | {"amp": True})), TINY_RUN, DistEnv(device=device), paths, RECIPE
-    )
+    cfg = TrainConfig(**(TINY | {"amp": True}))
+    result = train(cfg, TINY_RUN, DistEnv(device=gpu_device), paths, RECIPE)
     assert result.steps == 12 and result.metrics["test_l1"] < 1
 
 
