@@ -34,7 +34,7 @@ from conftest import (
     wait_for_checkpoint,
 )
 
-ONE_EPOCH = TINY | {"epochs": 1, "arch": ARCH | {"use_vae": True}}
+SHARED = TINY | {"arch": ARCH | {"use_vae": True}}  # two epochs of 6 steps
 
 
 def tsv(paths: TrainPaths, name: str) -> pd.Series:
@@ -42,11 +42,11 @@ def tsv(paths: TrainPaths, name: str) -> pd.Series:
 
 
 @pytest.fixture(scope="module")
-def one_epoch(pair_data, tmp_path_factory) -> TrainPaths:
-    """One tiny epoch (with the style encoder), trained once for the tests that read its files
-    or start from them (on a copy: `copy_of`)."""
-    paths = paths_in(tmp_path_factory.mktemp("one_epoch"), pair_data)
-    train(TrainConfig(**ONE_EPOCH), TINY_RUN, DistEnv(), paths, RECIPE)
+def shared_run(pair_data, tmp_path_factory) -> TrainPaths:
+    """A tiny run (with the style encoder), trained once for the tests that read its files or
+    start from them (on a copy: `copy_of`)."""
+    paths = paths_in(tmp_path_factory.mktemp("shared_run"), pair_data)
+    train(TrainConfig(**SHARED), TINY_RUN, DistEnv(), paths, RECIPE)
     return paths
 
 
@@ -85,18 +85,18 @@ def test_tiny_run_learns_and_writes_every_output(pair_data, tmp_path):
     assert fake.shape == (1, 3, 32, 32) and torch.isfinite(fake).all()
 
 
-def test_interrupted_export_is_redone_without_retraining(one_epoch, tmp_path):
-    paths = copy_of(one_epoch, tmp_path)
+def test_interrupted_export_is_redone_without_retraining(shared_run, tmp_path):
+    paths = copy_of(shared_run, tmp_path)
     ckpt = as_if_killed_during_the_export(paths)
-    result = train(TrainConfig(**ONE_EPOCH), TINY_RUN, DistEnv(), paths, RECIPE)
-    assert result.steps == ckpt["step"] == 6
-    assert paths.generator.read_bytes() == one_epoch.generator.read_bytes()
+    result = train(TrainConfig(**SHARED), TINY_RUN, DistEnv(), paths, RECIPE)
+    assert result.steps == ckpt["step"] == 12
+    assert paths.generator.read_bytes() == shared_run.generator.read_bytes()
     assert torch.load(paths.checkpoint, weights_only=True)["finished"]
 
 
-def test_vae_run_logs_kl(one_epoch):
-    assert (tsv(one_epoch, "loss_kl") >= 0).all()
-    model, _ = load_generator(one_epoch.generator, torch.device("cpu"))
+def test_vae_run_logs_kl(shared_run):
+    assert (tsv(shared_run, "loss_kl") >= 0).all()
+    model, _ = load_generator(shared_run.generator, torch.device("cpu"))
     assert model.encoder is not None
 
 
@@ -385,9 +385,9 @@ def test_non_finite_weights_never_reach_a_checkpoint_and_a_retry_resumes(
 
 
 def test_divergence_before_a_new_runs_first_checkpoint_blames_no_other_run(
-    one_epoch, tmp_path, monkeypatch
+    shared_run, tmp_path, monkeypatch
 ):
-    paths = copy_of(one_epoch, tmp_path)
+    paths = copy_of(shared_run, tmp_path)
     finished = paths.checkpoint.read_bytes()
     real_step = train_mod.train_step
 
@@ -396,31 +396,32 @@ def test_divergence_before_a_new_runs_first_checkpoint_blames_no_other_run(
 
     monkeypatch.setattr(train_mod, "train_step", poisoned)
     with pytest.raises(UserError, match="this run wrote no checkpoint yet"):
-        train(TrainConfig(**(ONE_EPOCH | {"lr_g": 0.01})), TINY_RUN, DistEnv(), paths, RECIPE)
+        train(TrainConfig(**(SHARED | {"lr_g": 0.01})), TINY_RUN, DistEnv(), paths, RECIPE)
     assert paths.checkpoint.read_bytes() == finished  # the finished run's, unstamped
 
 
-def test_worse_than_the_rough_is_flagged_loudly(one_epoch, tmp_path, monkeypatch, caplog):
+def test_worse_than_the_rough_is_flagged_loudly(shared_run, tmp_path, monkeypatch, caplog):
     def inverted(model, roughs, *args, **kw):
         return 255 - roughs  # faces further from the real ones than the roughs
 
     monkeypatch.setattr(train_mod, "paired_faces", inverted)  # what the export measures
-    paths = copy_of(one_epoch, tmp_path)
+    paths = copy_of(shared_run, tmp_path)
     as_if_killed_during_the_export(paths)  # the export alone runs again
-    train(TrainConfig(**ONE_EPOCH), TINY_RUN, DistEnv(), paths, RECIPE)
+    train(TrainConfig(**SHARED), TINY_RUN, DistEnv(), paths, RECIPE)
     metrics = json.loads(paths.metrics.read_text())
     assert metrics["worse_than_rough"] is True and metrics["test_l1"] > metrics["test_l1_rough"]
     assert "WORSE than the roughs" in caplog.text
 
 
-def test_run_keys_change_no_byte_of_the_model(one_epoch, tmp_path):
+def test_run_keys_change_no_byte_of_the_model(shared_run, tmp_path):
     """The same params give the same bytes, whatever `run.train` says: loader processes, log
-    and checkpoint intervals and logged faces are speed and logging only (so no stage depends
-    on them: tests/test_stage_deps.py)."""
+    and checkpoint intervals and logged faces (two epochs: the first epoch's grid comes before
+    the second's steps) are speed and logging only, so no stage depends on them
+    (tests/test_stage_deps.py)."""
     other = LoopRun(num_workers=2, log_every=4, ckpt_every=1, n_samples=1)
     assert all(getattr(other, k) != getattr(TINY_RUN, k) for k in LoopRun.model_fields)
-    paths = paths_in(tmp_path, one_epoch.data)
-    train(TrainConfig(**ONE_EPOCH), other, DistEnv(), paths, RECIPE)
+    paths = paths_in(tmp_path, shared_run.data)
+    train(TrainConfig(**SHARED), other, DistEnv(), paths, RECIPE)
     for file in ("generator", "discriminator", "metrics"):
-        assert getattr(paths, file).read_bytes() == getattr(one_epoch, file).read_bytes(), file
+        assert getattr(paths, file).read_bytes() == getattr(shared_run, file).read_bytes(), file
     assert b"tmp" not in paths.generator.read_bytes()[:4096]  # no temporary name inside
