@@ -24,7 +24,7 @@ repro: setup  ## run the whole pipeline (the demo by default)
 test: setup  ## the whole test suite, as CI runs it (CPU; GPU tests skip without CUDA)
 	PATH=$(CURDIR)/$(BIN):$$PATH pytest
 
-test-fast: setup  ## the edit-test loop: the suite without the `slow` and `browser` tests
+test-fast: setup  ## the edit-test loop: the suite without the `slow` (longest end-to-end) and `browser` tests
 	PATH=$(CURDIR)/$(BIN):$$PATH pytest -m "not slow and not browser"
 
 studio: setup  ## paint roughs in the browser: http://127.0.0.1:8000/ (after `make repro`)

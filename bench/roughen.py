@@ -5,7 +5,7 @@ Prints images/s for, on the same images in one run:
   2. the stage's code at n_jobs=1,
   3. the stage's code on all cores,
   4. an incremental re-run after adding 10% more images (content-addressed cache),
-  5. with --dask, a local Dask cluster of 1 and 2 worker processes (roughen.scheduler),
+  5. with --dask, a local Dask cluster of 1 and 2 worker processes (run.roughen.scheduler),
 and the ratios the targets are stated in: ≥0.95× the bare loop per core, ≥1.8× on 2 cores,
 incremental re-run ≤15% of a full run. OpenCV runs one thread per process everywhere, so
 "per core" means what it says.

@@ -43,7 +43,7 @@ def run_identity(
     change the model, the data (size, count, recipe, manifest hash) and `more` (the teacher)."""
     digest = hashlib.sha1(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
     data = {"image_size": size, "n_train": n_train, "recipe": recipe.model_dump()}
-    return cfg.output_params() | data | {"manifest": digest} | more
+    return cfg.flat() | data | {"manifest": digest} | more
 
 
 def save_checkpoint(

@@ -11,9 +11,10 @@ two`. Models also validate when code builds them directly (`TrainConfig(batch_si
 `Params` checks sections against each other: a student no wider than its teacher, and networks
 whose training fits on one GPU (their parameters counted here, in plain Python, never built).
 
-`SPEED_KEYS` of a section lists the keys that only change speed or logging: every other key can
-change a data, model or metrics output, and is therefore a dependency of the stages that read it
-(`tests/test_stage_deps.py` holds `dvc.yaml` to exactly that).
+Keys are grouped by what they change. Every key of a stage's section can change a data, model or
+metrics output, so a stage depends on whole sections; the keys that only change speed or logging
+live in the `run` section (`RunConfig`, one subsection per stage), on which no stage depends:
+changing them reruns nothing (`tests/test_stage_deps.py` holds `dvc.yaml` to exactly that).
 """
 
 from __future__ import annotations
@@ -108,15 +109,10 @@ class Section(BaseModel):
     """Base of every params model: frozen, no unknown keys."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-    SPEED_KEYS: ClassVar[frozenset[str]] = frozenset()
 
-    def output_params(self) -> dict[str, Any]:
-        """The keys (dotted, nested ones flattened) that can change an output, with values."""
-        return {
-            k: v
-            for k, v in flatten(self.model_dump()).items()
-            if k.split(".")[0] not in self.SPEED_KEYS
-        }
+    def flat(self) -> dict[str, Any]:
+        """Every key (dotted, nested ones flattened) with its value, in JSON form."""
+        return flatten(self.model_dump())
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -136,12 +132,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 class DemoConfig(Section):
     """`demo`: the procedurally drawn default dataset (`spade.synthetic`)."""
 
-    SPEED_KEYS: ClassVar[frozenset[str]] = frozenset({"n_jobs"})
-
     count: Integer = Field(16, ge=1, le=MAX_IMAGES)  # the full preset samples real faces instead
     size: Integer = Field(128, ge=32, le=512)
     seed: Seed = 0
-    n_jobs: Jobs = -1  # processes drawing faces
 
 
 class SampleConfig(Section):
@@ -168,7 +161,7 @@ class SampleConfig(Section):
 
 
 class Recipe(Section):
-    """`roughen.recipe`: RGB2HSV → medianBlur → pyrMeanShiftFiltering → medianBlur → HSV2RGB.
+    """`roughen`: RGB2HSV → medianBlur → pyrMeanShiftFiltering → medianBlur → HSV2RGB.
 
     Saved in the model file, so `spade generate --roughen` roughens exactly as training did.
     """
@@ -178,20 +171,6 @@ class Recipe(Section):
     color_radius: Number = Field(52.0, gt=0.0, le=1000.0)
     max_level: Integer = Field(1, ge=0, le=8)
     median_after: Annotated[Integer, ODD] = Field(15, ge=1, le=255)
-
-
-class RoughenConfig(Section):
-    """`roughen`: the recipe (a dependency) and how fast to run it (not dependencies)."""
-
-    SPEED_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"backend", "n_jobs", "batch_size", "scheduler"}
-    )
-
-    recipe: Recipe = Recipe()
-    backend: Literal["auto", "opencv", "torch"] = "auto"  # auto: torch with CUDA, else opencv
-    n_jobs: Jobs = -1
-    batch_size: Integer = Field(16, ge=1, le=MAX_BATCH)
-    scheduler: Annotated[Text, SCHEDULER] = ""  # a Dask scheduler address; "" = this machine
 
 
 class GeneratorArch(Section):
@@ -283,9 +262,6 @@ class LoopConfig(Section):
     use, optimisation, the loop and the hardware. `SECTION` names it in messages."""
 
     SECTION: ClassVar[str] = "train"
-    SPEED_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"num_workers", "log_every", "ckpt_every", "n_samples"}
-    )
 
     # losses
     lambda_gan: Number = Field(1.0, ge=0.0)
@@ -309,11 +285,6 @@ class LoopConfig(Section):
     compile: Flag = False  # torch.compile the networks (CUDA)
     nproc: Integer = Field(1, ge=1, le=MAX_PROCESSES)  # processes (GPUs) per machine
     nnodes: Integer = Field(1, ge=1, le=MAX_PROCESSES)  # machines (SPADE_RDZV_ENDPOINT joins them)
-    # speed and logging only
-    num_workers: Integer = Field(4, ge=0, le=MAX_WORKERS)
-    log_every: Integer = Field(100, ge=1)
-    ckpt_every: Integer = Field(2000, ge=1)
-    n_samples: Integer = Field(8, ge=1, le=64)
 
     @model_validator(mode="after")
     def _loop_fields_agree(self) -> LoopConfig:
@@ -415,17 +386,58 @@ class CpuConfig(Section):
     threads: Integer = Field(2, ge=1, le=256)  # torch threads (the results depend on them)
 
 
+# --------------------------------------------------------------------------- speed and logging
+
+
+class DemoRun(Section):
+    """`run.demo`: how fast the demo faces are drawn (a face's bytes depend on its seed alone)."""
+
+    n_jobs: Jobs = -1  # processes drawing faces
+
+
+class RoughenRun(Section):
+    """`run.roughen`: where and how fast the recipe runs; every engine gives the same bytes
+    (tests/test_roughen_torch.py, tests/test_roughen.py)."""
+
+    backend: Literal["auto", "opencv", "torch"] = "auto"  # auto: torch with CUDA, else opencv
+    n_jobs: Jobs = -1
+    batch_size: Integer = Field(16, ge=1, le=MAX_BATCH)  # a worker's task, or one device batch
+    scheduler: Annotated[Text, SCHEDULER] = ""  # a Dask scheduler address; "" = this machine
+
+
+class LoopRun(Section):
+    """`run.train`, `run.distill`: data-loading processes, logging and checkpoint intervals. The
+    model is the same bytes whatever they are (tests/test_train.py)."""
+
+    num_workers: Integer = Field(4, ge=0, le=MAX_WORKERS)  # data-loading processes
+    log_every: Integer = Field(100, ge=1)  # steps between logged losses
+    ckpt_every: Integer = Field(2000, ge=1)  # steps between resumable checkpoints
+    n_samples: Integer = Field(8, ge=1, le=64)  # test faces in each epoch's logged grid
+
+
+class RunConfig(Section):
+    """`run`: the keys that change only speed and logging, one subsection per stage. No output
+    depends on them, so no stage depends on this section."""
+
+    demo: DemoRun = DemoRun()
+    roughen: RoughenRun = RoughenRun()
+    train: LoopRun = LoopRun()
+    distill: LoopRun = LoopRun()
+
+
 class Params(Section):
-    """The whole `params.yaml`: one section per stage; a missing section takes its defaults."""
+    """The whole `params.yaml`: one section per stage and `run`; a missing section takes its
+    defaults."""
 
     demo: DemoConfig = DemoConfig()
     sample: SampleConfig = SampleConfig()
-    roughen: RoughenConfig = RoughenConfig()
+    roughen: Recipe = Recipe()
     train: TrainConfig = TrainConfig()
     distill: DistillConfig = DistillConfig()
     features: FeaturesConfig = FeaturesConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     cpu: CpuConfig = CpuConfig()
+    run: RunConfig = RunConfig()
 
     @model_validator(mode="after")
     def _sections_agree(self) -> Params:
@@ -516,7 +528,7 @@ def explain(model: type[BaseModel], error: Any) -> str:
                 f"unknown section '{leaf}'; legal sections: {', '.join(sorted(owner.model_fields))}"
             )
         legal = ", ".join(sorted(owner.model_fields))
-        return f"unknown key {where}.{leaf}; legal keys in '{where}': {legal}"
+        return f"unknown key {where}.{leaf}; legal keys in '{where}': {legal}{_run_hint(loc)}"
     if isinstance(leaf, int) and error["type"] == "missing":  # a tuple that is too short
         *parents, leaf = parents
         owner, where = _model_at(model, tuple(parents)), ".".join(str(p) for p in parents)
@@ -531,6 +543,17 @@ def explain(model: type[BaseModel], error: Any) -> str:
         return f"section '{key}' must be a mapping, got {short_repr(error['input'])}"
     legal = describe(field.annotation, field.metadata)
     return f"{key} = {short_repr(error['input'])} is not legal; expected {legal}"
+
+
+def _run_hint(loc: tuple[Any, ...]) -> str:
+    """Where a speed or logging key lives, for a file that writes it in its stage's section."""
+    if len(loc) != 2:
+        return ""
+    section, key = loc
+    run = RunConfig.model_fields.get(section)
+    if run is None or key not in run.annotation.model_fields:
+        return ""
+    return f" (speed and logging keys are in the run section: run.{section}.{key})"
 
 
 def _is_section(model: type[BaseModel], loc: tuple[Any, ...]) -> bool:

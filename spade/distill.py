@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from spade.checkpoint import load_discriminator, load_generator
-from spade.config import DistillConfig, GeneratorArch
+from spade.config import DistillConfig, GeneratorArch, LoopRun
 from spade.dist import DistEnv
 from spade.errors import UserError
 from spade.networks import FaceModel, generator_channels
@@ -62,6 +62,7 @@ def adapters_for(student: FaceModel, teacher: FaceModel) -> Adapters:
 
 def distill(
     cfg: DistillConfig,
+    run: LoopRun,
     env: DistEnv,
     teacher_file: Path,
     discriminator_file: Path,
@@ -93,7 +94,7 @@ def distill(
         extra = adapters_for(student, teacher)
         return build_state(student, disc, cfg, env, extra=extra, teacher=teacher)
 
-    job = Job(cfg, paths, recipe, build=build, step=distill_step, identity={"teacher": digest})
+    job = Job(cfg, run, paths, recipe, build=build, step=distill_step, identity={"teacher": digest})
     log.info(
         "distilling %s (ngf %d, spade_hidden %d) into a student of ngf %d, spade_hidden %d",
         teacher_file,

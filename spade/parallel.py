@@ -61,7 +61,7 @@ def _start_worker(parent: int) -> None:
 def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], n_jobs: int) -> Iterator[Any]:
     """fn(item) for each item on `n_jobs` processes (-1: all cores), yielded in input order as
     they finish. `fn` must be picklable (a module-level function or a partial of one). Under
-    another joblib backend (Dask's, `roughen.scheduler`) its workers' lifetime is its own."""
+    another joblib backend (Dask's, `run.roughen.scheduler`) its workers' lifetime is its own."""
     backend, _ = get_active_backend()
     local = {"initializer": _start_worker, "initargs": (os.getpid(),)}
     kwargs = local if isinstance(backend, LokyBackend) else {}

@@ -41,7 +41,7 @@ from spade.checkpoint import (
     write_discriminator,
     write_generator,
 )
-from spade.config import LoopConfig, Recipe, TrainConfig
+from spade.config import LoopConfig, LoopRun, Recipe, TrainConfig
 from spade.data import PairDataset, ResumableSampler, to_model
 from spade.dist import (
     DistEnv,
@@ -96,6 +96,7 @@ class Job:
     The GAN (`train`) and distillation (`spade.distill`) are two jobs of the same loop."""
 
     cfg: LoopConfig
+    run: LoopRun  # speed and logging (`run.train`, `run.distill`): no byte of the model
     paths: TrainPaths
     recipe: Recipe
     build: Callable[[int, DistEnv], TrainState]  # (image size, env) → networks and optimisers
@@ -296,7 +297,7 @@ def export(
     sampler = ResumableSampler(train_set, rank=0, world_size=1, seed=cfg.seed)
     sampler.set_epoch(cfg.epochs)  # the same batches, whatever the number of processes
     device = next(final.parameters()).device
-    loader = make_loader(train_set, sampler, cfg.batch_size, cfg, device)
+    loader = make_loader(train_set, sampler, cfg.batch_size, cfg.seed, job.run, device)
     recompute_bn_stats(final, loader, cfg, cfg.bn_batches)
     final.to(memory_format=torch.contiguous_format)  # as `load_generator` rebuilds it
     metrics = held_out_l1(final, test_set, cfg.seed, cfg.SECTION)
@@ -323,9 +324,9 @@ def export(
 
 
 def make_loader(
-    dataset: PairDataset, sampler, batch_size: int, cfg: LoopConfig, device: torch.device
+    dataset: PairDataset, sampler, batch_size: int, seed: int, run: LoopRun, device: torch.device
 ) -> DataLoader:
-    workers = cfg.num_workers
+    workers = run.num_workers
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -335,7 +336,7 @@ def make_loader(
         persistent_workers=workers > 0,
         worker_init_fn=ignore_stop_signals,  # SIGTERM to the group: the loop checkpoints first
         drop_last=True,
-        generator=torch.Generator().manual_seed(cfg.seed),
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -348,7 +349,7 @@ def speed_flags(device: torch.device) -> None:
 
 def fit(job: Job, env: DistEnv) -> TrainResult:
     """Build, resume if a checkpoint of this run exists, train to the last epoch, export."""
-    cfg, paths, name = job.cfg, job.paths, job.name
+    cfg, run, paths, name = job.cfg, job.run, job.paths, job.name
     train_set, test_set = PairDataset(*paths.split("train")), PairDataset(*paths.split("test"))
     steps_per_epoch = len(train_set) // cfg.batch_size
     if steps_per_epoch == 0:
@@ -373,8 +374,8 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
     del ckpt
 
     sampler = ResumableSampler(train_set, rank=env.rank, world_size=env.world_size, seed=cfg.seed)
-    loader = make_loader(train_set, sampler, cfg.batch_per_process, cfg, env.device)
-    show = slice(0, min(cfg.n_samples, len(test_set)))
+    loader = make_loader(train_set, sampler, cfg.batch_per_process, cfg.seed, run, env.device)
+    show = slice(0, min(run.n_samples, len(test_set)))
     show_rough, show_real = (np.asarray(a[show]) for a in test_set.arrays())
 
     live = open_live(paths.live_dir, step) if env.is_main else None
@@ -395,12 +396,12 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
                 seen += cfg.batch_size
                 bar.update()
                 epoch_end = step % steps_per_epoch == 0
-                save = epoch_end or step % cfg.ckpt_every == 0
+                save = epoch_end or step % run.ckpt_every == 0
                 # One process stops at the step a signal arrives; several agree at a sync point.
                 signalled = flag.signum is not None and not env.distributed
-                if save or signalled or step % cfg.log_every == 0:
+                if save or signalled or step % run.log_every == 0:
                     point = sync_point(job, state, health, losses, step, flag, env, identity)
-                    if live is not None and step % cfg.log_every == 0:
+                    if live is not None and step % run.log_every == 0:
                         rate = seen / (time.perf_counter() - t0)
                         _log_scalars(live, name, step, point.losses, state)
                         bar.set_postfix(loss_g=f"{point.losses['loss_g']:.3f}", img_s=f"{rate:.1f}")
@@ -487,10 +488,12 @@ def launch(script: str, cfg: LoopConfig, work: Callable[[DistEnv], TrainResult])
 # --------------------------------------------------------------------------- the GAN
 
 
-def train(cfg: TrainConfig, env: DistEnv, paths: TrainPaths, recipe: Recipe) -> TrainResult:
+def train(
+    cfg: TrainConfig, run: LoopRun, env: DistEnv, paths: TrainPaths, recipe: Recipe
+) -> TrainResult:
     """Train the GAN: a new generator and discriminator, `train_step` at each step."""
 
     def build(image_size: int, env: DistEnv) -> TrainState:
         return build_train_state(cfg, image_size, env)
 
-    return fit(Job(cfg, paths, recipe, build=build, step=train_step), env)
+    return fit(Job(cfg, run, paths, recipe, build=build, step=train_step), env)

@@ -10,8 +10,10 @@ OUT = Path("data/demo/faces.zip")
 
 
 def main() -> None:
-    cfg = load_params().demo
-    write_faces_zip(OUT, count=cfg.count, size=cfg.size, seed=cfg.seed, n_jobs=cfg.n_jobs)
+    params = load_params()
+    cfg = params.demo
+    n_jobs = params.run.demo.n_jobs
+    write_faces_zip(OUT, count=cfg.count, size=cfg.size, seed=cfg.seed, n_jobs=n_jobs)
 
 
 if __name__ == "__main__":

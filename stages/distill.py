@@ -24,7 +24,8 @@ def main() -> None:
     pin_cpu_numerics(params.cpu, resolve_device("auto"))  # as training picks
     cfg = params.distill
     fetch_vgg19(params, "distill")
-    launch(__file__, cfg, lambda env: distill(cfg, env, TEACHER, DISCRIMINATOR))
+    run_cfg = params.run.distill
+    launch(__file__, cfg, lambda env: distill(cfg, run_cfg, env, TEACHER, DISCRIMINATOR))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ SPLITS = ("train", "test")
 
 
 def main() -> None:
-    cfg = load_params().roughen
+    params = load_params()
+    recipe, speed = params.roughen, params.run.roughen
     cache = RoughCache(default_cache_dir())
     with atomic_paths([OUT / f"{split}.npy" for split in SPLITS]) as temps:
         for split, tmp in zip(SPLITS, temps, strict=True):
@@ -23,11 +24,11 @@ def main() -> None:
             roughen_array(
                 images,
                 out,
-                cfg.recipe,
-                backend=cfg.backend,
-                n_jobs=cfg.n_jobs,
-                batch_size=cfg.batch_size,
-                scheduler=cfg.scheduler,
+                recipe,
+                backend=speed.backend,
+                n_jobs=speed.n_jobs,
+                batch_size=speed.batch_size,
+                scheduler=speed.scheduler,
                 cache=cache,
                 desc=f"roughen {split}",
             )

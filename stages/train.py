@@ -18,7 +18,8 @@ def main() -> None:
     pin_cpu_numerics(params.cpu, resolve_device("auto"))  # as training picks
     cfg = params.train
     fetch_vgg19(params, "train")
-    launch(__file__, cfg, lambda env: train(cfg, env, TrainPaths(), params.roughen.recipe))
+    run_cfg, recipe = params.run.train, params.roughen  # the recipe: saved in the model
+    launch(__file__, cfg, lambda env: train(cfg, run_cfg, env, TrainPaths(), recipe))
 
 
 if __name__ == "__main__":

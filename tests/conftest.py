@@ -18,14 +18,38 @@ import yaml
 from PIL import Image
 
 from devtools.scratch import ROOT, preset
-from spade.config import Recipe
+from spade.config import LoopRun, Recipe
 from spade.train import TrainPaths
 
 TINY_PARAMS = preset("params.yaml", "presets/tiny.yaml")
 TINY = TINY_PARAMS["train"]  # TrainConfig(**TINY): tiny networks, two short epochs
+TINY_RUN = LoopRun(**TINY_PARAMS["run"]["train"])  # no loader processes, a log at every step
 ARCH = TINY["arch"]
-RECIPE = Recipe(**TINY_PARAMS["roughen"]["recipe"])
-DEMO_RECIPE = Recipe(**preset("params.yaml")["roughen"]["recipe"])  # what studio users meet
+RECIPE = Recipe(**TINY_PARAMS["roughen"])
+DEMO_RECIPE = Recipe(**preset("params.yaml")["roughen"])  # what studio users meet
+
+
+# --------------------------------------------------------------------------- the gpu marker
+# One gate for every `gpu` test: it runs on CUDA when there is one, on the CPU at tiny sizes under
+# SPADE_GPU_SMOKE=1 (`bench/gpu_check.py --cpu-smoke`, so the GPU check cannot rot between GPU
+# sessions), and is skipped otherwise. A gpu test takes its device from `gpu_device`.
+ON_CUDA = torch.cuda.is_available()
+GPU_SMOKE = os.environ.get("SPADE_GPU_SMOKE") == "1"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("gpu") is not None and not (ON_CUDA or GPU_SMOKE):
+        pytest.skip("needs CUDA (or SPADE_GPU_SMOKE=1 for the CPU smoke run)")
+
+
+@pytest.fixture
+def gpu_device(request: pytest.FixtureRequest) -> torch.device:
+    """The device of a `gpu` test: CUDA, or the CPU in the smoke run."""
+    assert request.node.get_closest_marker("gpu") is not None, "for tests marked gpu"
+    return torch.device("cuda" if ON_CUDA else "cpu")
+
+
+# --------------------------------------------------------------------------- images and data
 
 
 def blob_image(rng: np.random.Generator, size: int = 32) -> np.ndarray:
@@ -181,10 +205,14 @@ def paths_in(tmp: Path, data: Path, layout: TrainPaths | None = None) -> TrainPa
     return replace(layout, data=data, **moved)
 
 
-def stage_dir(tmp: Path, data: Path, section: str = "train", **overrides) -> Path:
+def stage_dir(
+    tmp: Path, data: Path, section: str = "train", run: dict | None = None, **overrides
+) -> Path:
     """A working directory as `dvc repro` sees it: the tiny params.yaml (with `overrides` in
-    `section`) and a copy of data/."""
+    `section`, and `run` in `run.<section>`) and a copy of data/."""
     params = TINY_PARAMS | {section: TINY_PARAMS[section] | overrides}
+    speed = TINY_PARAMS["run"] | {section: TINY_PARAMS["run"][section] | (run or {})}
+    params |= {"run": speed}
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copytree(data, tmp / "data")

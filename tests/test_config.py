@@ -4,7 +4,7 @@ import pydantic
 import pytest
 import yaml
 
-from spade.config import MAX_SEED, Params, Recipe, TrainConfig, load_params, parse_params
+from spade.config import MAX_SEED, Params, Recipe, RunConfig, TrainConfig, load_params, parse_params
 from spade.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,17 +14,18 @@ def keys_of(model) -> set[str]:
     return set(type(model).model_fields)
 
 
+def assert_complete(raw: dict, model, where: str) -> None:
+    """`raw` writes out every key of `model`, nested sections (train.arch, run.train) too."""
+    assert set(raw) == keys_of(model), f"{where} incomplete"
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            assert_complete(value, getattr(model, key), f"{where}.{key}")
+
+
 @pytest.mark.parametrize("params", ["params.yaml", "presets/full.yaml"])
 def test_shipped_params_are_valid_and_complete(params):
     raw = yaml.safe_load((ROOT / params).read_text())
-    parsed = load_params(ROOT / params)
-    assert set(raw) == keys_of(parsed)
-    for name in keys_of(parsed):
-        section = getattr(parsed, name)
-        assert set(raw[name]) == keys_of(section), f"{params}: {name} incomplete"
-        for key, value in raw[name].items():  # nested models too: train.arch, roughen.recipe
-            if isinstance(value, dict):
-                assert set(value) == keys_of(getattr(section, key)), f"{name}.{key} incomplete"
+    assert_complete(raw, load_params(ROOT / params), params)
 
 
 def test_the_defaults_are_the_full_preset():
@@ -46,7 +47,7 @@ def test_overlays_name_only_known_keys_and_give_legal_params(base, overlay):
 def test_full_preset_is_the_seed_setup():
     full = load_params(ROOT / "presets/full.yaml")
     assert full.sample.n_images == 20000 and full.sample.image_size == 256
-    r = full.roughen.recipe
+    r = full.roughen
     assert (r.median_before, r.spatial_radius, r.color_radius, r.median_after) == (9, 52, 52, 15)
     t = full.train
     assert (t.batch_size, t.epochs, t.lambda_l1, t.arch.ngf) == (4, 37, 100.0, 64)
@@ -84,9 +85,10 @@ def fails(raw: dict, fragment: str) -> None:
         ({"sample": {"image_size": 100}}, "a power of two"),
         ({"sample": {"image_size": 1024}}, "<= 512"),
         ({"sample": {"n_images": 10, "test_fraction": 0.01}}, "0 test images"),
-        ({"roughen": {"recipe": {"median_before": 4}}}, "roughen.recipe.median_before = 4"),
-        ({"roughen": {"n_jobs": 0}}, "roughen.n_jobs"),
-        ({"roughen": {"recipe": {"spatial_radius": float("nan")}}}, "spatial_radius = nan"),
+        ({"roughen": {"median_before": 4}}, "roughen.median_before = 4"),
+        ({"run": {"roughen": {"n_jobs": 0}}}, "run.roughen.n_jobs"),
+        ({"run": {"train": {"num_workers": -1}}}, "run.train.num_workers = -1 is not legal"),
+        ({"roughen": {"spatial_radius": float("nan")}}, "spatial_radius = nan"),
         ({"features": {"device": "tpu"}}, "one of 'auto', 'cpu', 'cuda'"),
         ({"demo": [1, 2]}, "section 'demo' must be a mapping"),
         ({"train": {"arch": {"ngf": 10**9}}}, "train.arch.ngf = 1000000000 is not legal; expected"),
@@ -103,7 +105,10 @@ def test_bad_values_name_the_key_and_legal_values(raw, fragment):
 
 
 def test_unknown_key_lists_legal_keys():
-    fails({"demo": {"colour": 1}}, "legal keys in 'demo': count, n_jobs, seed, size")
+    fails({"demo": {"colour": 1}}, "legal keys in 'demo': count, seed, size")
+    fails({"run": {"train": {"epochs": 3}}}, "unknown key run.train.epochs; legal keys in")
+    fails({"train": {"num_workers": 3}}, "unknown key train.num_workers; legal keys in 'train'")
+    fails({"roughen": {"n_jobs": 2}}, "are in the run section: run.roughen.n_jobs)")
 
 
 def test_misspelt_section_is_refused_by_name():
@@ -132,7 +137,7 @@ def test_values_are_converted():
     cfg = parse_params({"train": {"lr_g": 1, "betas": [0, 0.99]}}).train
     assert cfg.lr_g == 1.0 and isinstance(cfg.lr_g, float)
     assert cfg.betas == (0.0, 0.99)
-    recipe = parse_params({"roughen": {"recipe": {"spatial_radius": 13}}}).roughen.recipe
+    recipe = parse_params({"roughen": {"spatial_radius": 13}}).roughen
     assert recipe.spatial_radius == 13.0 and isinstance(recipe.spatial_radius, float)
 
 
@@ -147,10 +152,11 @@ def test_models_built_in_code_are_validated_too():
         Recipe(median_after=4)
 
 
-def test_output_params_leave_out_speed_keys():
-    keys = TrainConfig().output_params()
+def test_speed_and_logging_keys_are_in_run_alone():
+    keys = TrainConfig().flat()
     assert "arch.ngf" in keys and "lr_g" in keys and "nproc" in keys
     assert not {"num_workers", "log_every", "ckpt_every", "n_samples"} & set(keys)
+    assert set(RunConfig().flat()) >= {"train.num_workers", "roughen.backend", "demo.n_jobs"}
 
 
 def test_invalid_yaml_file(tmp_path):
@@ -214,12 +220,13 @@ def test_rules_between_fields_name_the_file_that_was_checked(tmp_path):
 
 @pytest.mark.parametrize("address", ["garbage", "inproc://x", "tcp://", "10.0.0.5"])
 def test_scheduler_must_be_an_address(address):
-    fails({"roughen": {"scheduler": address}}, "roughen.scheduler = ")
+    fails({"run": {"roughen": {"scheduler": address}}}, "run.roughen.scheduler = ")
 
 
 @pytest.mark.parametrize("address", ["", "tcp://10.0.0.5:8786", "localhost:8786", "tls://[::1]:1"])
 def test_scheduler_addresses_dask_accepts(address):
-    assert parse_params({"roughen": {"scheduler": address}}).roughen.scheduler == address
+    parsed = parse_params({"run": {"roughen": {"scheduler": address}}})
+    assert parsed.run.roughen.scheduler == address
 
 
 def test_processes_are_bounded():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from spade.checkpoint import load_discriminator, load_generator
-from spade.config import DistillConfig, TrainConfig
+from spade.config import DistillConfig, LoopRun, TrainConfig
 from spade.dist import DistEnv
 from spade.distill import DISTILL_PATHS, adapters_for, distill, make_student
 from spade.errors import UserError
@@ -22,6 +22,7 @@ from conftest import (
     RECIPE,
     TINY,
     TINY_PARAMS,
+    TINY_RUN,
     launch_stage,
     paths_in,
     stage_dir,
@@ -31,12 +32,13 @@ from conftest import (
 
 TEACHER = TINY | {"arch": ARCH | {"use_vae": True, "z_every_layer": True}}
 STUDENT = TINY_PARAMS["distill"]
+STUDENT_RUN = LoopRun(**TINY_PARAMS["run"]["distill"])
 
 
 @pytest.fixture(scope="module")
 def teacher(pair_data, tmp_path_factory) -> TrainPaths:
     paths = paths_in(tmp_path_factory.mktemp("teacher"), pair_data)
-    train(TrainConfig(**TEACHER), DistEnv(), paths, RECIPE)
+    train(TrainConfig(**TEACHER), TINY_RUN, DistEnv(), paths, RECIPE)
     return paths
 
 
@@ -50,7 +52,9 @@ def student_cfg(**overrides) -> DistillConfig:
 
 def test_the_student_is_narrower_and_shares_the_teachers_style(teacher, pair_data, tmp_path):
     paths = student_paths(tmp_path, pair_data)
-    result = distill(student_cfg(), DistEnv(), teacher.generator, teacher.discriminator, paths)
+    result = distill(
+        student_cfg(), STUDENT_RUN, DistEnv(), teacher.generator, teacher.discriminator, paths
+    )
     assert result.steps == 12 and "test_l1" in result.metrics
     cpu = torch.device("cpu")
     big, recipe = load_generator(teacher.generator, cpu)
@@ -87,17 +91,17 @@ def test_a_wider_student_or_a_teacher_without_encoder_is_refused(teacher, pair_d
     paths = student_paths(tmp_path, pair_data)
     wide = student_cfg(arch={"ngf": 64, "spade_hidden": 4})
     with pytest.raises(UserError, match=r"distill\.arch\.ngf = 64 is wider than the teacher"):
-        distill(wide, DistEnv(), teacher.generator, teacher.discriminator, paths)
+        distill(wide, STUDENT_RUN, DistEnv(), teacher.generator, teacher.discriminator, paths)
     plain = paths_in(tmp_path / "plain", pair_data)
     no_encoder = TINY | {"epochs": 1, "arch": ARCH | {"use_vae": False}}
-    train(TrainConfig(**no_encoder), DistEnv(), plain, RECIPE)
+    train(TrainConfig(**no_encoder), TINY_RUN, DistEnv(), plain, RECIPE)
     with pytest.raises(UserError, match="has no style encoder"):
-        distill(student_cfg(), DistEnv(), plain.generator, plain.discriminator, paths)
+        distill(student_cfg(), STUDENT_RUN, DistEnv(), plain.generator, plain.discriminator, paths)
 
 
 def distill_dir(tmp: Path, teacher: TrainPaths, data: Path) -> Path:
     """A working directory as `dvc repro distill` sees it: params.yaml, data/ and the teacher."""
-    stage_dir(tmp, data, "distill", epochs=4, ckpt_every=2)
+    stage_dir(tmp, data, "distill", epochs=4)  # run.distill.ckpt_every: 2
     (tmp / "models").mkdir()
     shutil.copy(teacher.generator, tmp / "models/generator.pt")
     shutil.copy(teacher.discriminator, tmp / "models/discriminator.pt")

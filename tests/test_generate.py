@@ -20,7 +20,7 @@ from spade.images import read_rgb, resize_square, save_png
 from spade.roughen import roughen_image
 from spade.train import train
 
-from conftest import ARCH, RECIPE, TINY, eps_bytes, paths_in
+from conftest import ARCH, RECIPE, TINY, TINY_RUN, eps_bytes, paths_in
 
 PLAIN = ARCH | {"use_vae": False, "z_every_layer": False}  # z at the 4×4 start only
 
@@ -29,7 +29,7 @@ PLAIN = ARCH | {"use_vae": False, "z_every_layer": False}  # z at the 4×4 start
 def model_path(pair_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("model")
     paths = paths_in(tmp, pair_data)
-    train(TrainConfig(**(TINY | {"epochs": 1, "arch": PLAIN})), DistEnv(), paths, RECIPE)
+    train(TrainConfig(**(TINY | {"epochs": 1, "arch": PLAIN})), TINY_RUN, DistEnv(), paths, RECIPE)
     return paths.generator
 
 
@@ -38,7 +38,7 @@ def vae_model_path(pair_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vae")
     paths = paths_in(tmp, pair_data)
     cfg = TrainConfig(**(TINY | {"epochs": 1, "arch": ARCH | {"use_vae": True}}))
-    train(cfg, DistEnv(), paths, RECIPE)
+    train(cfg, TINY_RUN, DistEnv(), paths, RECIPE)
     return paths.generator
 
 
@@ -48,7 +48,13 @@ def styled_model_path(pair_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("styled")
     paths = paths_in(tmp, pair_data)
     arch = ARCH | {"z_every_layer": True, "use_vae": False}
-    train(TrainConfig(**(TINY | {"arch": arch, "lambda_ms": 0.02})), DistEnv(), paths, RECIPE)
+    train(
+        TrainConfig(**(TINY | {"arch": arch, "lambda_ms": 0.02})),
+        TINY_RUN,
+        DistEnv(),
+        paths,
+        RECIPE,
+    )
     return paths.generator
 
 

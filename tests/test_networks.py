@@ -103,13 +103,12 @@ def test_z_changes_the_output():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_bf16_channels_last_forward():
-    G = tiny(64).cuda().to(memory_format=torch.channels_last)
-    rough = (torch.rand(2, 3, 64, 64, device="cuda") * 2 - 1).contiguous(
+def test_bf16_channels_last_forward(gpu_device):
+    G = tiny(64).to(gpu_device, memory_format=torch.channels_last)
+    rough = (torch.rand(2, 3, 64, 64, device=gpu_device) * 2 - 1).contiguous(
         memory_format=torch.channels_last
     )
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast(gpu_device.type, dtype=torch.bfloat16):
         fake, _, _ = G(rough)
     assert fake.shape == (2, 3, 64, 64) and torch.isfinite(fake.float()).all()
 

@@ -134,8 +134,9 @@ def test_misspelt_section_fails_by_name(repo):
 def test_speed_knobs_rerun_nothing(repo):
     params = (repo / "params.yaml").read_text()
     raw = yaml.safe_load(params)
-    raw["train"] |= {"num_workers": 1, "log_every": 3, "ckpt_every": 7, "n_samples": 2}
-    raw["roughen"] |= {"n_jobs": 1, "batch_size": 5}
+    raw["run"]["train"] |= {"num_workers": 1, "log_every": 3, "ckpt_every": 7, "n_samples": 2}
+    raw["run"]["roughen"] |= {"n_jobs": 1, "batch_size": 5, "backend": "opencv"}
+    raw["run"]["demo"] |= {"n_jobs": 1}
     try:
         (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         status = json.loads(sh(repo, "dvc", "status", "--json"))

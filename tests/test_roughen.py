@@ -122,7 +122,8 @@ def _state(pid: int) -> str:
 def roughen_dir(tmp: Path, n: int = 48) -> Path:
     """A working directory for `stages/roughen.py` with slow work (the seed recipe, 128 px)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["roughen"] |= {"recipe": SEED_RECIPE.model_dump(), "n_jobs": 2, "batch_size": 1}
+    params["roughen"] = SEED_RECIPE.model_dump()
+    params["run"]["roughen"] |= {"n_jobs": 2, "batch_size": 1}
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     faces = np.stack([render_face(3, i, 128) for i in range(n)])

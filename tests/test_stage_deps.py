@@ -1,5 +1,6 @@
 """`dvc.yaml` declares exactly what each stage reads: its code (the import closure of its script
-inside `spade/`, lazy imports included) and the params that can change its outputs."""
+inside `spade/`, lazy imports included) and the params sections it reads, all but `run` (the
+speed and logging keys, each shown here to change no output)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import BaseModel
 
 from spade.config import Params
 
@@ -82,19 +82,28 @@ def test_code_deps_are_the_import_closure(name):
     assert declared_code(stage) == import_closure(script)
 
 
-def output_params(section: str) -> list[str]:
-    """What a stage that reads `section` must list: the whole section, or its keys that can
-    change an output (nested models as one entry, e.g. `roughen.recipe`)."""
-    model = getattr(Params(), section)
-    if not model.SPEED_KEYS:
-        return [section]
-    return [f"{section}.{k}" for k in type(model).model_fields if k not in model.SPEED_KEYS]
+RUN = "run"  # the section of speed and logging keys: no stage depends on it
+
+# Where each key of `run` is shown to change no byte of any output: the rule that keeps it out
+# of every stage's dependencies. A key added to `run` needs such a test here.
+DASK = "test_roughen.py::test_dask_cluster_gives_the_same_bytes_and_fills_the_cache"
+RUN_KEYS_PROVEN_BY = {
+    "demo.n_jobs": "test_synthetic.py::test_parallel_drawing_gives_the_same_zip",
+    "roughen.backend": "test_roughen.py::test_torch_engine_equals_opencv_and_shares_the_cache",
+    "roughen.n_jobs": "test_roughen.py::test_parallel_equals_serial_and_keeps_order",
+    "roughen.batch_size": DASK,  # batches of 2 against the local run's 32
+    "roughen.scheduler": DASK,
+    **{
+        f"{loop}.{key}": "test_train.py::test_run_keys_change_no_byte_of_the_model"
+        for loop in ("train", "distill")  # one loop (`spade.train.fit`) reads both
+        for key in ("num_workers", "log_every", "ckpt_every", "n_samples")
+    },
+}
 
 
 def sections_read(script: Path) -> set[str]:
-    """The params a stage script reads, found in its code: `<params>.<section>` where `<params>`
-    is `load_params()` or a name bound to it; `<params>.<section>.<nested section>` reads only
-    the nested section (`params.roughen.recipe`), unless the whole section is read too."""
+    """The params sections a stage script reads, found in its code: `<params>.<section>` where
+    `<params>` is `load_params()` or a name bound to it."""
     tree = ast.parse(script.read_text())
     bound = {
         target.id
@@ -103,46 +112,44 @@ def sections_read(script: Path) -> set[str]:
         for target in node.targets
         if isinstance(target, ast.Name)
     }
-    parents = {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
-    read = set()
-    for node in ast.walk(tree):
-        params = node.value if isinstance(node, ast.Attribute) else None
-        if params is None or not (
-            _is_load_params(params) or (isinstance(params, ast.Name) and params.id in bound)
-        ):
-            continue
-        parent = parents.get(id(node))
-        nested = parent.attr if isinstance(parent, ast.Attribute) else None
-        read.add(f"{node.attr}.{nested}" if _is_model(node.attr, nested) else node.attr)
-    return {r for r in read if "." not in r or r.split(".")[0] not in read}
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and (
+            _is_load_params(node.value)
+            or (isinstance(node.value, ast.Name) and node.value.id in bound)
+        )
+    }
 
 
 def _is_load_params(node: ast.AST) -> bool:
     return isinstance(node, ast.Call) and getattr(node.func, "id", None) == "load_params"
 
 
-def _is_model(section: str, key: str | None) -> bool:
-    """Whether `<section>.<key>` is a nested section (a model, not a value)."""
-    field = Params.model_fields[section].annotation.model_fields.get(key or "")
-    annotation = field.annotation if field is not None else None
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
 @pytest.mark.parametrize("name", sorted(STAGES))
-def test_params_are_exactly_the_output_keys(name):
-    expected: list[str] = []
-    for section in sections_read(script_of(STAGES[name])):
-        expected += [section] if "." in section else output_params(section)
-    assert sorted(STAGES[name].get("params", [])) == sorted(expected)
+def test_params_are_the_whole_sections_read_but_run(name):
+    """Every key of a stage's section can change an output, so a stage depends on each section
+    it reads, whole; `run` holds the keys that cannot, and is nobody's dependency."""
+    read = sections_read(script_of(STAGES[name]))
+    assert read <= set(Params.model_fields), read
+    assert sorted(STAGES[name].get("params", [])) == sorted(read - {RUN})
+
+
+def test_every_run_key_is_shown_to_change_no_output():
+    assert set(Params().run.flat()) == set(RUN_KEYS_PROVEN_BY)
+    for proof in set(RUN_KEYS_PROVEN_BY.values()):
+        file, test = proof.split("::")
+        assert f"def {test}(" in (ROOT / "tests" / file).read_text(), proof
 
 
 def test_speed_keys_are_not_dependencies():
     deps = {p for stage in STAGES.values() for p in stage.get("params", [])}
-    for key in ("roughen.n_jobs", "roughen.batch_size", "train.num_workers", "train.log_every"):
-        assert key not in deps
-    assert {"train.arch", "train.disc", "train.lr_g", "roughen.recipe"} <= deps
+    assert not {p for p in deps if p.split(".")[0] == RUN}
+    assert {"train", "distill", "roughen", "cpu"} <= deps
 
 
+@pytest.mark.slow  # of the workspace, not the code: it fails every edit loop until `dvc repro`
 def test_the_committed_lock_describes_the_committed_code():
     """`dvc status` names no changed code or params dependency: the metrics in git are those of
     the code in git (a code change needs `dvc repro` before its commit). Data that a fresh clone

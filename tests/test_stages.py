@@ -13,15 +13,16 @@ import numpy as np
 import pytest
 import yaml
 
+from devtools.scratch import merge
+
 from conftest import ROOT, group_alive, launch_stage
 
 pytestmark = pytest.mark.slow
 
 
 def params_dir(tmp: Path, **sections: dict) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for name, values in sections.items():
-        params[name] |= values
+    """`tmp` with params.yaml and `sections` merged over it (nested sections key by key)."""
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), sections)
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp
@@ -51,7 +52,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_demo_stops_and_keeps_the_previous_zip(tmp_path):
-    cwd = params_dir(tmp_path, demo={"count": 4000, "n_jobs": 2})
+    cwd = params_dir(tmp_path, demo={"count": 4000}, run={"demo": {"n_jobs": 2}})
     zip_path = cwd / "data/demo/faces.zip"
     zip_path.parent.mkdir(parents=True)
     zip_path.write_bytes(b"previous")
@@ -65,7 +66,7 @@ def test_roughen_stops_and_keeps_what_it_finished(tmp_path):
     from conftest import blob_image
 
     rng = np.random.default_rng(0)
-    cwd = params_dir(tmp_path, roughen={"n_jobs": 2, "batch_size": 4})
+    cwd = params_dir(tmp_path, run={"roughen": {"n_jobs": 2, "batch_size": 4}})
     sampled = cwd / "data/sampled"
     sampled.mkdir(parents=True)
     for split, n in (("train", 400), ("test", 8)):

@@ -16,7 +16,7 @@ from spade.metrics.style import agreement, control_chance, fit_style_probe, spre
 from spade.synthetic import STYLE_FACTORS, face_style
 from spade.train import train
 
-from conftest import ARCH, RECIPE, TINY, paths_in, write_pair_data
+from conftest import ARCH, RECIPE, TINY, TINY_RUN, paths_in, write_pair_data
 
 SIZE, N_TRAIN, N_TEST, TEST_OFFSET = 32, 160, 32, 10_000
 
@@ -73,8 +73,9 @@ def model(styled, tmp_path_factory):
     root, _ = styled
     paths = paths_in(tmp_path_factory.mktemp("model"), root)
     arch = ARCH | {"ngf": 8, "spade_hidden": 16, "use_vae": True, "z_every_layer": True}
-    cfg = TINY | {"arch": arch, "epochs": 10, "lambda_kl": 0.01, "log_every": 40, "ckpt_every": 400}
-    train(TrainConfig(**cfg), DistEnv(), paths, RECIPE)
+    cfg = TINY | {"arch": arch, "epochs": 10, "lambda_kl": 0.01}
+    run = TINY_RUN.model_copy(update={"log_every": 40, "ckpt_every": 400})
+    train(TrainConfig(**cfg), run, DistEnv(), paths, RECIPE)
     return load_generator(paths.generator, torch.device("cpu"))[0]
 
 

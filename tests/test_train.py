@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -15,7 +16,7 @@ import torch
 
 import spade.train as train_mod
 from spade.checkpoint import load_generator, load_resumable_checkpoint
-from spade.config import TrainConfig
+from spade.config import LoopRun, TrainConfig
 from spade.dist import DistEnv
 from spade.errors import UserError
 from spade.train import TrainPaths, open_live, train
@@ -24,6 +25,7 @@ from conftest import (
     ARCH,
     RECIPE,
     TINY,
+    TINY_RUN,
     group_alive,
     launch_stage,
     paths_in,
@@ -32,15 +34,40 @@ from conftest import (
     wait_for_checkpoint,
 )
 
+SHARED = TINY | {"arch": ARCH | {"use_vae": True}}  # two epochs of 6 steps
+
 
 def tsv(paths: TrainPaths, name: str) -> pd.Series:
     return pd.read_csv(paths.live_dir / f"plots/metrics/train/{name}.tsv", sep="\t")[name]
 
 
+@pytest.fixture(scope="module")
+def shared_run(pair_data, tmp_path_factory) -> TrainPaths:
+    """A tiny run (with the style encoder), trained once for the tests that read its files or
+    start from them (on a copy: `copy_of`)."""
+    paths = paths_in(tmp_path_factory.mktemp("shared_run"), pair_data)
+    train(TrainConfig(**SHARED), TINY_RUN, DistEnv(), paths, RECIPE)
+    return paths
+
+
+def copy_of(run: TrainPaths, tmp: Path) -> TrainPaths:
+    """The files of `run` (checkpoint, model, logs, metrics) copied under `tmp`."""
+    shutil.copytree(run.checkpoint.parents[1], tmp, dirs_exist_ok=True)
+    return paths_in(tmp, run.data)
+
+
+def as_if_killed_during_the_export(paths: TrainPaths) -> dict:
+    """The finished run's checkpoint marked unfinished and its model file gone."""
+    ckpt = torch.load(paths.checkpoint, weights_only=True)
+    torch.save(ckpt | {"finished": False}, paths.checkpoint)
+    paths.generator.unlink()
+    return ckpt
+
+
 def test_tiny_run_learns_and_writes_every_output(pair_data, tmp_path):
     paths = paths_in(tmp_path, pair_data)
     cfg = TrainConfig(**(TINY | {"epochs": 8}))
-    result = train(cfg, DistEnv(), paths, RECIPE)
+    result = train(cfg, TINY_RUN, DistEnv(), paths, RECIPE)
     assert result.steps == 8 * 6  # 24 images / batch 4
     l1 = tsv(paths, "loss_l1")
     assert l1.iloc[-6:].mean() < 0.7 * l1.iloc[:6].mean()
@@ -58,31 +85,18 @@ def test_tiny_run_learns_and_writes_every_output(pair_data, tmp_path):
     assert fake.shape == (1, 3, 32, 32) and torch.isfinite(fake).all()
 
 
-def test_interrupted_export_is_redone_without_retraining(pair_data, tmp_path):
-    paths = paths_in(tmp_path, pair_data)
-    cfg = TrainConfig(**TINY)
-    train(cfg, DistEnv(), paths, RECIPE)
-    first = torch.load(paths.generator, weights_only=True)["state_dict"]
-    ckpt = torch.load(paths.checkpoint, weights_only=True)
-    torch.save(ckpt | {"finished": False}, paths.checkpoint)  # as if killed during the export
-    paths.generator.unlink()
-    result = train(cfg, DistEnv(), paths, RECIPE)
+def test_interrupted_export_is_redone_without_retraining(shared_run, tmp_path):
+    paths = copy_of(shared_run, tmp_path)
+    ckpt = as_if_killed_during_the_export(paths)
+    result = train(TrainConfig(**SHARED), TINY_RUN, DistEnv(), paths, RECIPE)
     assert result.steps == ckpt["step"] == 12
-    again = torch.load(paths.generator, weights_only=True)["state_dict"]
-    assert state_dicts_equal(first, again)
+    assert paths.generator.read_bytes() == shared_run.generator.read_bytes()
     assert torch.load(paths.checkpoint, weights_only=True)["finished"]
 
 
-def test_vae_run_logs_kl(pair_data, tmp_path):
-    paths = paths_in(tmp_path, pair_data)
-    train(
-        TrainConfig(**(TINY | {"epochs": 1, "arch": ARCH | {"use_vae": True}})),
-        DistEnv(),
-        paths,
-        RECIPE,
-    )
-    assert (tsv(paths, "loss_kl") >= 0).all()
-    model, _ = load_generator(paths.generator, torch.device("cpu"))
+def test_vae_run_logs_kl(shared_run):
+    assert (tsv(shared_run, "loss_kl") >= 0).all()
+    model, _ = load_generator(shared_run.generator, torch.device("cpu"))
     assert model.encoder is not None
 
 
@@ -100,7 +114,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(pair_data, tmp_path, 
     monkeypatch.setattr(train_mod, "train_step", poisoned)
     paths = paths_in(tmp_path, pair_data)
     with pytest.raises(UserError, match=r"non-finite loss or weights at step 3 .*loss_l1=nan"):
-        train(TrainConfig(**TINY), DistEnv(), paths, RECIPE)
+        train(TrainConfig(**TINY), TINY_RUN, DistEnv(), paths, RECIPE)
     ckpt = torch.load(paths.checkpoint, weights_only=True)
     assert ckpt["step"] == 2 and not ckpt["finished"]
     assert all(torch.isfinite(v).all() for v in ckpt["G"].values() if v.is_floating_point())
@@ -116,7 +130,7 @@ DATA = {"image_size": 32, "n_train": 24, "recipe": RECIPE.model_dump(), "manifes
 
 
 def identity(**overrides) -> dict:
-    return TrainConfig(**(TINY | overrides)).output_params() | DATA
+    return TrainConfig(**(TINY | overrides)).flat() | DATA
 
 
 def test_checkpoint_compatibility_rules(tmp_path):
@@ -127,7 +141,6 @@ def test_checkpoint_compatibility_rules(tmp_path):
     assert load_resumable_checkpoint(path, ident) is None  # finished: start a new run
     fake_checkpoint(path, ident, finished=False)
     assert load_resumable_checkpoint(path, ident)["step"] == 5
-    assert load_resumable_checkpoint(path, identity(log_every=7))["step"] == 5  # speed only
     wider = identity(arch=ARCH | {"ngf": 8})
     with pytest.raises(UserError, match=r"arch.ngf: 4 → 8.*networks differ.*rm "):
         load_resumable_checkpoint(path, wider)
@@ -155,6 +168,7 @@ def test_batch_larger_than_dataset_is_a_user_error(pair_data, tmp_path):
     with pytest.raises(UserError, match="exceeds the 24 training images"):
         train(
             TrainConfig(**(TINY | {"batch_size": 32})),
+            TINY_RUN,
             DistEnv(),
             paths_in(tmp_path, pair_data),
             RECIPE,
@@ -217,7 +231,7 @@ def test_resuming_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(pair_data, tmp_path):
-    cwd = stage_dir(tmp_path, pair_data, epochs=50, ckpt_every=1000)
+    cwd = stage_dir(tmp_path, pair_data, epochs=50, run={"ckpt_every": 1000})
     proc = run_stage(cwd, wait=False)
     wait_for_checkpoint(proc, cwd / "models/checkpoint.pt", min_step=6)  # epoch-end checkpoint
     proc.send_signal(signal.SIGTERM)
@@ -232,7 +246,9 @@ def test_a_group_sigterm_checkpoints_at_once_and_leaves_no_process(pair_data, tm
     """`timeout`, Slurm's scancel and `kill -TERM -<pgid>` signal the whole process group,
     data loader workers included: the trainer still checkpoints within seconds, nothing of the
     group is left behind, and the next run resumes."""
-    cwd = stage_dir(tmp_path, pair_data, epochs=50, ckpt_every=2, num_workers=2, log_every=1000)
+    cwd = stage_dir(
+        tmp_path, pair_data, epochs=50, run={"ckpt_every": 2, "num_workers": 2, "log_every": 1000}
+    )
     proc = launch_stage("train", cwd, own_group=True, OMP_NUM_THREADS="1")
     first = wait_for_checkpoint(proc, cwd / "models/checkpoint.pt", min_step=2)
     os.killpg(proc.pid, signal.SIGTERM)
@@ -332,11 +348,10 @@ def test_machines_need_a_rendezvous_and_must_be_what_the_parameters_say(
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_amp_run(pair_data, tmp_path):
-    device = torch.device("cuda")
+def test_amp_run(gpu_device, pair_data, tmp_path):
     paths = paths_in(tmp_path, pair_data)
-    result = train(TrainConfig(**(TINY | {"amp": True})), DistEnv(device=device), paths, RECIPE)
+    cfg = TrainConfig(**(TINY | {"amp": True}))
+    result = train(cfg, TINY_RUN, DistEnv(device=gpu_device), paths, RECIPE)
     assert result.steps == 12 and result.metrics["test_l1"] < 1
 
 
@@ -356,24 +371,23 @@ def test_non_finite_weights_never_reach_a_checkpoint_and_a_retry_resumes(
 
     monkeypatch.setattr(train_mod, "train_step", poisoned)
     paths = paths_in(tmp_path, pair_data)
-    cfg = TINY | {"ckpt_every": 10, "log_every": 5}
+    run = TINY_RUN.model_copy(update={"ckpt_every": 10, "log_every": 5})
     with pytest.raises(UserError, match=r"at step 10 .*step 6\) holds the last good weights"):
-        train(TrainConfig(**cfg), DistEnv(), paths, RECIPE)
+        train(TrainConfig(**TINY), run, DistEnv(), paths, RECIPE)
     ckpt = torch.load(paths.checkpoint, weights_only=True)
     assert ckpt["step"] == 6 and ckpt["diverged_at"] == 10
     assert all(torch.isfinite(v).all() for v in ckpt["G"].values() if v.is_floating_point())
 
     monkeypatch.setattr(train_mod, "train_step", real_step)
-    result = train(TrainConfig(**(cfg | {"lr_g": 0.001})), DistEnv(), paths, RECIPE)  # the advice
+    result = train(TrainConfig(**(TINY | {"lr_g": 0.001})), run, DistEnv(), paths, RECIPE)  # advice
     assert result.steps == 12
     assert torch.load(paths.checkpoint, weights_only=True)["finished"]
 
 
 def test_divergence_before_a_new_runs_first_checkpoint_blames_no_other_run(
-    pair_data, tmp_path, monkeypatch
+    shared_run, tmp_path, monkeypatch
 ):
-    paths = paths_in(tmp_path, pair_data)
-    train(TrainConfig(**(TINY | {"epochs": 1})), DistEnv(), paths, RECIPE)
+    paths = copy_of(shared_run, tmp_path)
     finished = paths.checkpoint.read_bytes()
     real_step = train_mod.train_step
 
@@ -382,27 +396,32 @@ def test_divergence_before_a_new_runs_first_checkpoint_blames_no_other_run(
 
     monkeypatch.setattr(train_mod, "train_step", poisoned)
     with pytest.raises(UserError, match="this run wrote no checkpoint yet"):
-        train(TrainConfig(**(TINY | {"epochs": 1, "lr_g": 0.01})), DistEnv(), paths, RECIPE)
+        train(TrainConfig(**(SHARED | {"lr_g": 0.01})), TINY_RUN, DistEnv(), paths, RECIPE)
     assert paths.checkpoint.read_bytes() == finished  # the finished run's, unstamped
 
 
-def test_worse_than_the_rough_is_flagged_loudly(pair_data, tmp_path, monkeypatch, caplog):
-    def inverted(model, roughs, **kw):
+def test_worse_than_the_rough_is_flagged_loudly(shared_run, tmp_path, monkeypatch, caplog):
+    def inverted(model, roughs, *args, **kw):
         return 255 - roughs  # faces further from the real ones than the roughs
 
-    monkeypatch.setattr(train_mod, "generate_faces", inverted)
-    paths = paths_in(tmp_path, pair_data)
-    train(TrainConfig(**(TINY | {"epochs": 1})), DistEnv(), paths, RECIPE)
+    monkeypatch.setattr(train_mod, "paired_faces", inverted)  # what the export measures
+    paths = copy_of(shared_run, tmp_path)
+    as_if_killed_during_the_export(paths)  # the export alone runs again
+    train(TrainConfig(**SHARED), TINY_RUN, DistEnv(), paths, RECIPE)
     metrics = json.loads(paths.metrics.read_text())
     assert metrics["worse_than_rough"] is True and metrics["test_l1"] > metrics["test_l1_rough"]
     assert "WORSE than the roughs" in caplog.text
 
 
-def test_same_run_gives_the_same_bytes(pair_data, tmp_path):
-    runs = [paths_in(tmp_path / name, pair_data) for name in ("a", "b")]
-    for paths in runs:
-        train(TrainConfig(**(TINY | {"epochs": 1})), DistEnv(), paths, RECIPE)
-    a, b = runs
-    assert a.generator.read_bytes() == b.generator.read_bytes()
-    assert a.metrics.read_bytes() == b.metrics.read_bytes()
-    assert b"tmp" not in a.generator.read_bytes()[:4096]  # no temporary name inside the archive
+def test_run_keys_change_no_byte_of_the_model(shared_run, tmp_path):
+    """The same params give the same bytes, whatever `run.train` says: loader processes, log
+    and checkpoint intervals and logged faces (two epochs: the first epoch's grid comes before
+    the second's steps) are speed and logging only, so no stage depends on them
+    (tests/test_stage_deps.py)."""
+    other = LoopRun(num_workers=2, log_every=4, ckpt_every=1, n_samples=1)
+    assert all(getattr(other, k) != getattr(TINY_RUN, k) for k in LoopRun.model_fields)
+    paths = paths_in(tmp_path, shared_run.data)
+    train(TrainConfig(**SHARED), other, DistEnv(), paths, RECIPE)
+    for file in ("generator", "discriminator", "metrics"):
+        assert getattr(paths, file).read_bytes() == getattr(shared_run, file).read_bytes(), file
+    assert b"tmp" not in paths.generator.read_bytes()[:4096]  # no temporary name inside

@@ -229,8 +229,8 @@ def cluster(address: str) -> Iterator[None]:
         client = Client(address, timeout=f"{SCHEDULER_TIMEOUT_S}s")
     except (OSError, TimeoutError) as e:
         raise UserError(
-            f"roughen.scheduler: cannot reach the Dask scheduler at {address} within "
-            f"{SCHEDULER_TIMEOUT_S} s ({type(e).__name__}); start it, or set roughen.scheduler "
+            f"run.roughen.scheduler: cannot reach the Dask scheduler at {address} within "
+            f"{SCHEDULER_TIMEOUT_S} s ({type(e).__name__}); start it, or set run.roughen.scheduler "
             "to '' to roughen on this machine"
         ) from None
     with client:
