@@ -129,18 +129,18 @@ def _generate(args: argparse.Namespace) -> None:
 def _studio(args: argparse.Namespace) -> None:
     from spade.devices import resolve_device
     from spade.painter import default_model, load_painter
-    from spade.studio.precision import resolve_precision
+    from spade.runtime import resolve_precision
     from spade.studio.server import serve
 
     device = resolve_device(args.device)
     path = args.model or default_model(device)
     precision = resolve_precision(args.precision, device)
-    generator = load_painter(path, device, args.runtime, precision)
-    serve(generator, args.host, args.port, model_name=str(path))
+    painter = load_painter(path, device, args.runtime, precision)
+    serve(painter, args.host, args.port, model_name=str(path))
 
 
 def _export_pngs(args: argparse.Namespace) -> None:
-    from spade.images import export_pngs
+    from spade.image_files import export_pngs
 
     n = export_pngs(args.array, args.out, args.limit)
     log.info("wrote %d PNG files to %s", n, args.out)

@@ -48,7 +48,10 @@ from spade.networks import FaceModel, SpadeGenerator
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx", "openvino")
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}  # PyTorch's; ONNX graphs are fp32
+# fp32 as trained, or bf16 where the hardware computes it: PyTorch keeps a bf16 copy of the
+# generator, OpenVINO compiles its graph for bf16 (1.5-2x faster at 256 px on CPUs with AMX; faces
+# within a few levels in 255 of fp32). ONNX Runtime's graphs are fp32.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 OPSET = 17
 CACHE_KEEP = 8  # graphs kept in the cache (the most recently used): a 256 px one is ~13 MB
 
@@ -222,6 +225,23 @@ def native_bf16(device: torch.device) -> bool:
         return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
     except AttributeError:
         return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto' → bf16 on CPUs that compute it in hardware, else fp32; 'fp32' and 'bf16' as given.
+
+    Not on GPUs: one face at a time is launch-bound there, and bf16 measured slower (H100,
+    256 px: 28.9 ms against 15.6 ms in fp32, bench/results/gpu-check.json).
+    """
+    if name != "auto":
+        return name
+    return "bf16" if device.type == "cpu" and native_bf16(device) else "fp32"
+
+
+def precision_of(runner: Runner) -> str:
+    """The precision `runner` computes faces in (an ONNX graph's is fp32; OpenVINO's is fp32 on
+    a CPU without native bf16, whatever was asked)."""
+    return next((name for name, d in PRECISIONS.items() if d == runner.dtype), str(runner.dtype))
 
 
 def _onednn_may_use_bf16() -> bool:

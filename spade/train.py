@@ -42,6 +42,7 @@ from spade.checkpoint import (
     write_generator,
 )
 from spade.config import LoopConfig, Recipe, TrainConfig
+from spade.console import ignore_stop_signals
 from spade.data import PairDataset, ResumableSampler, to_model
 from spade.dist import (
     DistEnv,
@@ -59,7 +60,6 @@ from spade.images import comparison_grid
 from spade.inference import generate_faces, paired_faces
 from spade.metrics.paired import paired_metrics, worse_than_rough
 from spade.networks import GLOBAL_RNG, FaceModel, RandomStream
-from spade.parallel import ignore_stop_signals
 from spade.steps import Losses, train_step
 from spade.train_state import TrainState, build_train_state
 
