@@ -33,6 +33,7 @@ def _port(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line, without running anything (tests/test_doc_commands.py checks the
     docs' `spade` commands against it)."""
+    from spade import paths
     from spade.painter import MAX_INTERPOLATE
     from spade.runtime import RUNTIMES
 
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="turn rough drawings (or pictures) into anime faces")
     g.add_argument("input", type=Path, help="an image, or a folder of images")
-    g.add_argument("--model", type=Path, default=Path("models/generator.pt"))
+    g.add_argument("--model", type=Path, default=paths.GENERATOR)
     g.add_argument(
         "--runtime",
         choices=RUNTIMES,

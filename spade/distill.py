@@ -37,6 +37,7 @@ from spade.networks import (
     generator_channels,
     reparameterize,
 )
+from spade.paths import DISTILL_CHECKPOINT, DISTILL_LIVE, DISTILL_METRICS, STUDENT
 from spade.steps import Losses, adversarial_losses, autocast, discriminator_phase, generator_phase
 from spade.train import Job, TrainPaths, TrainResult, fit
 from spade.train_state import TrainState, build_state
@@ -44,10 +45,10 @@ from spade.train_state import TrainState, build_state
 log = logging.getLogger(__name__)
 
 DISTILL_PATHS = TrainPaths(
-    checkpoint=Path("models/distill_checkpoint.pt"),
-    generator=Path("models/student.pt"),
-    live_dir=Path("dvclive_distill"),
-    metrics=Path("metrics/distill.json"),
+    checkpoint=DISTILL_CHECKPOINT,
+    generator=STUDENT,
+    live_dir=DISTILL_LIVE,
+    metrics=DISTILL_METRICS,
     discriminator=None,
 )
 

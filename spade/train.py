@@ -60,6 +60,18 @@ from spade.images import comparison_grid
 from spade.inference import generate_faces, paired_faces
 from spade.metrics.paired import paired_metrics, worse_than_rough
 from spade.networks import GLOBAL_RNG, FaceModel, RandomStream
+from spade.paths import (
+    DATA,
+    DISCRIMINATOR,
+    GENERATOR,
+    MANIFEST,
+    ROUGHS,
+    SAMPLED,
+    TRAIN_CHECKPOINT,
+    TRAIN_LIVE,
+    TRAIN_METRICS,
+    split_array,
+)
 from spade.steps import Losses, train_step
 from spade.train_state import TrainState, build_train_state
 
@@ -72,19 +84,23 @@ TEST_BATCH = 32
 class TrainPaths:
     """Where a run reads its data and writes its checkpoint, model, logs and metrics."""
 
-    data: Path = Path("data")
-    checkpoint: Path = Path("models/checkpoint.pt")
-    generator: Path = Path("models/generator.pt")
-    live_dir: Path = Path("dvclive")
-    metrics: Path = Path("metrics/train.json")
-    discriminator: Path | None = Path("models/discriminator.pt")
+    data: Path = DATA
+    checkpoint: Path = TRAIN_CHECKPOINT
+    generator: Path = GENERATOR
+    live_dir: Path = TRAIN_LIVE
+    metrics: Path = TRAIN_METRICS
+    discriminator: Path | None = DISCRIMINATOR
 
     def split(self, split: str) -> tuple[Path, Path]:
-        return self.data / "roughs" / f"{split}.npy", self.data / "sampled" / f"{split}.npy"
+        """(roughs, real faces) of `split`, under `data` as `spade.paths` lays it out."""
+        return (
+            split_array(self.data / ROUGHS.name, split),
+            split_array(self.data / SAMPLED.name, split),
+        )
 
     @property
     def manifest(self) -> Path:
-        return self.data / "sampled" / "manifest.csv"
+        return self.data / SAMPLED.name / MANIFEST.name
 
 
 Step = Callable[[TrainState, torch.Tensor, torch.Tensor, Any, RandomStream], Losses]
@@ -270,9 +286,7 @@ def recompute_bn_stats(model: nn.Module, loader: DataLoader, cfg: LoopConfig, n:
     model.eval()
 
 
-def held_out_l1(
-    model: nn.Module, test_set: PairDataset, seed: int, section: str = "train"
-) -> dict[str, Any]:
+def held_out_l1(model: nn.Module, test_set: PairDataset, seed: int, section: str) -> dict[str, Any]:
     """Paired L1 of generated faces (`paired_faces`) and of the roughs themselves against the
     real faces: as `evaluate` computes it, so the numbers agree with metrics/eval.json."""
     roughs, real = (np.asarray(a) for a in test_set.arrays())

@@ -5,8 +5,7 @@ distill.nproc > 1 the stage then replaces itself with `torchrun` running this sa
 `train` does.
 """
 
-from pathlib import Path
-
+from spade import paths
 from spade.config import load_params
 from spade.console import run
 from spade.devices import resolve_device
@@ -15,16 +14,13 @@ from spade.losses import fetch_vgg19
 from spade.numerics import pin_cpu_numerics
 from spade.train import launch
 
-TEACHER = Path("models/generator.pt")
-DISCRIMINATOR = Path("models/discriminator.pt")
-
 
 def main() -> None:
     params = load_params()
     pin_cpu_numerics(params.cpu, resolve_device("auto"))  # as training picks
     cfg = params.distill
     fetch_vgg19(params, "distill")
-    launch(__file__, cfg, lambda env: distill(cfg, env, TEACHER, DISCRIMINATOR))
+    launch(__file__, cfg, lambda env: distill(cfg, env, paths.GENERATOR, paths.DISCRIMINATOR))
 
 
 if __name__ == "__main__":
