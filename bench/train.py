@@ -62,22 +62,23 @@ class Variant:
     presets: bool = False  # the presets' own options: z at every layer and the style encoder
 
 
+# The names of two variants, which callers look rows up by.
+TRAINERS_VARIANT = "+ fused Adam (the trainer's path)"
+PRESETS_VARIANT = "the trainer's path with the presets' options"
+
+
 def variants(device: torch.device, with_compile: bool) -> list[Variant]:
     """fp32, then each switch added on top of the previous ones (CUDA-only ones on CUDA)."""
     out = [Variant("fp32"), Variant("+ channels_last", channels_last=True)]
     if device.type == "cuda":
         out += [
             Variant("+ bf16 autocast", channels_last=True, amp=True),
-            Variant("+ fused Adam (the trainer's path)", channels_last=True, amp=True, fused=True),
+            Variant(TRAINERS_VARIANT, channels_last=True, amp=True, fused=True),
         ]
         if with_compile:
             out.append(Variant("+ torch.compile", True, True, True, compile=True))
-        out.append(Variant(PRESETS_PATH, True, True, True, presets=True))
+        out.append(Variant(PRESETS_VARIANT, True, True, True, presets=True))
     return out
-
-
-TRAINERS_PATH = "+ fused Adam (the trainer's path)"
-PRESETS_PATH = "the trainer's path with the presets' options"
 
 
 def flops_per_image(state, rough, real, cfg) -> float:
@@ -169,8 +170,8 @@ def compare(
             torch.cuda.empty_cache()
     base = rows.get("fp32", {}).get("images_per_s")
     compiled = rows.get("+ torch.compile", {})
-    if "images_per_s" in compiled and "gflop_per_image" in rows.get(TRAINERS_PATH, {}):
-        flops = rows[TRAINERS_PATH]["gflop_per_image"] * 1e9  # the same network, compiled
+    if "images_per_s" in compiled and "gflop_per_image" in rows.get(TRAINERS_VARIANT, {}):
+        flops = rows[TRAINERS_VARIANT]["gflop_per_image"] * 1e9  # the same network, compiled
         compiled["tflop_per_s"] = round(flops * compiled["images_per_s"] / 1e12, 3)
         peak = peak_tflops(device, True)
         if peak is not None:

@@ -185,7 +185,7 @@ def distill(
         adapters = adapters_for(student, teacher)
         return build_state(student, disc, cfg, env, adapters=adapters, teacher=teacher)
 
-    job = Job(cfg, paths, recipe, build=build, step=distill_step, identity={"teacher": digest})
+    job = Job(cfg, paths, recipe, build=build, step=distill_step, upstream={"teacher": digest})
     log.info(
         "distilling %s (ngf %d, spade_hidden %d) into a student of ngf %d, spade_hidden %d",
         teacher_file,

@@ -42,7 +42,7 @@ from torch.nn.utils import parametrize
 
 from spade import networks
 from spade.errors import UserError
-from spade.files import write_bytes
+from spade.files import user_cache_dir, write_bytes
 from spade.networks import FaceModel, SpadeGenerator
 
 log = logging.getLogger(__name__)
@@ -128,14 +128,6 @@ def onnx_bytes(model: FaceModel) -> bytes:
     return buf.getvalue()
 
 
-def default_cache_dir() -> Path:
-    """`SPADE_ONNX_CACHE` when set (and not empty), else the user's cache folder."""
-    if os.environ.get("SPADE_ONNX_CACHE"):
-        return Path(os.environ["SPADE_ONNX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "spade-anime" / "onnx"
-
-
 def graph_key(model: FaceModel) -> str:
     """What the exported graph depends on: the generator's weights, architecture and size as
     loaded (not the file, which may have changed since), the source of the network and export
@@ -184,7 +176,7 @@ def _evict(folder: Path, keep: int) -> None:
 def onnx_graph(model: FaceModel, cache_dir: Path | None = None) -> bytes:
     """The ONNX graph of `model`: from the cache when a verified copy is there, else exported
     and cached (when the cache cannot be written — read-only, full — exported on each start)."""
-    folder = cache_dir or default_cache_dir()
+    folder = cache_dir or user_cache_dir("onnx")
     path = folder / f"{graph_key(model)}.onnx"
     if (data := _cached(path)) is not None:
         return data

@@ -1,7 +1,8 @@
 """The training loop: TTUR hinge GAN with EMA, AMP, DDP, atomic resumable checkpoints.
 
-Read top to bottom: `train()` builds everything, resumes if it can, then runs `train_step` until
-the last epoch, checkpointing every `ckpt_every` steps, at each epoch end and on SIGINT/SIGTERM.
+Read top to bottom: `fit()` runs one `Job` (the GAN's, from `train()`, or the student's, from
+`spade.distill`): it builds the networks, resumes if it can, then runs the job's step until the
+last epoch, checkpointing every `ckpt_every` steps, at each epoch end and on SIGINT/SIGTERM.
 All randomness of a step comes from the global torch RNG (saved in checkpoints), so a resumed
 run repeats an uninterrupted one exactly on the CPU. Every process draws the random numbers of
 the whole global batch and uses its own rows (`DistEnv.stream`), so the run does not depend on
@@ -116,7 +117,9 @@ class Job:
     recipe: Recipe
     build: Callable[[int, DistEnv], TrainState]  # (image size, env) → networks and optimisers
     step: Step
-    identity: dict[str, Any] = field(default_factory=dict)  # beyond cfg and data (a teacher)
+    # The run's inputs beyond its config and data (distillation: the teacher's digest); with
+    # them, `run_identity` is what a checkpoint must match to be resumed.
+    upstream: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -375,7 +378,7 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
     torch.manual_seed(cfg.seed)  # the same initial weights and random stream on every rank
     state = job.build(train_set.image_size, env)
     size, n_train = train_set.image_size, len(train_set)
-    identity = run_identity(cfg, paths.manifest, n_train, size, job.recipe, **job.identity)
+    identity = run_identity(cfg, paths.manifest, n_train, size, job.recipe, **job.upstream)
     ckpt = load_resumable_checkpoint(paths.checkpoint, identity)
     if ckpt is None:
         torch.manual_seed(cfg.seed)

@@ -3,14 +3,14 @@
 from spade import paths
 from spade.config import load_params
 from spade.console import run
-from spade.files import atomic_paths
+from spade.files import atomic_paths, user_cache_dir
 from spade.images import load_image_array, open_image_array
-from spade.roughen import RoughCache, default_cache_dir, roughen_array
+from spade.roughen import RoughCache, roughen_array
 
 
 def main() -> None:
     cfg = load_params().roughen
-    cache = RoughCache(default_cache_dir())
+    cache = RoughCache(user_cache_dir("roughen"))
     outputs = [paths.split_array(paths.ROUGHS, split) for split in paths.SPLITS]
     with atomic_paths(outputs) as temps:
         for split, tmp in zip(paths.SPLITS, temps, strict=True):
