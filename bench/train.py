@@ -30,14 +30,13 @@ from devtools.scratch import preset
 from spade.config import TrainConfig, load_params
 from spade.dist import DistEnv
 from spade.steps import train_step
+from spade.throughput import peak_tflops
 from spade.train import speed_flags
 from spade.train_state import build_train_state
 
 log = logging.getLogger("bench.train")
 
 ROOT = Path(__file__).resolve().parents[1]
-# Dense peak TFLOP/s (bf16, TF32) of the GPUs this project has run on, from their data sheets.
-PEAK_TFLOPS = {"H100": (989.4, 494.7), "H200": (989.4, 494.7), "A100": (312.0, 156.0)}
 
 
 def preset_nets(path: Path) -> dict:
@@ -88,14 +87,6 @@ def flops_per_image(state, rough, real, cfg) -> float:
     with FlopCounterMode(display=False) as counter:
         train_step(state, rough, real, cfg)
     return counter.get_total_flops() / len(rough)
-
-
-def peak_tflops(device: torch.device, bf16: bool) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    peaks = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    return None if peaks is None else peaks[0 if bf16 else 1]
 
 
 def measure(

@@ -20,7 +20,6 @@ import json
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +73,7 @@ from spade.paths import (
     split_array,
 )
 from spade.steps import Losses, train_step
+from spade.throughput import Throughput, peak_tflops, step_flops
 from spade.train_state import TrainState, build_train_state
 
 log = logging.getLogger(__name__)
@@ -397,7 +397,7 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
     live = open_live(paths.live_dir, step) if env.is_main else None
     flag, health = SignalFlag(), Health(env.device)
     bar = tqdm(total=total, initial=step, desc=name, unit="step", disable=not env.is_main)
-    t0, seen = time.perf_counter(), 0
+    speed = measure_speed(state, cfg, train_set.image_size, env) if env.is_main else None
     try:
         while step < total:
             epoch, offset = divmod(step, steps_per_epoch)
@@ -409,7 +409,8 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
                 health.observe(losses, step + 1)
                 update_ema(state.g_ema, state.bare_g, cfg.ema_decay, step)
                 step += 1
-                seen += cfg.batch_size
+                if speed is not None:
+                    speed.update(cfg.batch_size)
                 bar.update()
                 epoch_end = step % steps_per_epoch == 0
                 save = epoch_end or step % cfg.ckpt_every == 0
@@ -418,9 +419,9 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
                 if save or signalled or step % cfg.log_every == 0:
                     point = sync_point(job, state, health, losses, step, flag, env, identity)
                     if live is not None and step % cfg.log_every == 0:
-                        rate = seen / (time.perf_counter() - t0)
                         _log_scalars(live, name, step, point.losses, state)
-                        bar.set_postfix(loss_g=f"{point.losses['loss_g']:.3f}", img_s=f"{rate:.1f}")
+                        loss_g = f"{point.losses['loss_g']:.3f}"
+                        bar.set_postfix(loss_g=loss_g, **speed.summary())
                     if save or point.stop:
                         _save(paths.checkpoint, state, step, total, identity, env)
                     if point.stop:
@@ -428,6 +429,8 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
                 if epoch_end:
                     break
             if live is not None:
+                shown = ", ".join(f"{k} {v}" for k, v in speed.summary().items())
+                log.info("%s epoch %d/%d: %s", name, epoch + 1, cfg.epochs, shown)
                 faces = generate_faces(state.g_ema, show_rough, seed=cfg.seed)
                 grid = comparison_grid(show_rough, faces, show_real, len(faces))
                 live.log_image(f"grids/{epoch:04d}.png", grid)
@@ -443,6 +446,21 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
         save_checkpoint(paths.checkpoint, state.state_dict(), step, total, identity, finished=True)
     barrier(env)
     return result
+
+
+def measure_speed(state: TrainState, cfg: LoopConfig, image_size: int, env: DistEnv) -> Throughput:
+    """Rank 0's throughput meter: FLOPs per image counted once, the device's peak if known. Its
+    numbers go to the progress bar and the log, not to dvclive (see `spade.throughput`)."""
+    flops = step_flops(state, cfg, image_size, env.device)
+    peak = peak_tflops(env.device, bf16=cfg.amp)
+    log.info(
+        "%s: about %.2f GFLOP per image and step; %s",
+        cfg.SECTION,
+        flops / 1e9,
+        f"MFU against a peak of {peak} TFLOP/s" if peak else "no known peak: GFLOP/s achieved",
+    )
+    # cfg.batch_size images a step over all processes, each on a device of this peak.
+    return Throughput(flops, peak * env.world_size if peak else None)
 
 
 def open_live(live_dir: Path, step: int):
@@ -474,8 +492,9 @@ def _save(path: Path, state: TrainState, step: int, total: int, identity: dict, 
 
 
 def _log_scalars(live, name: str, step: int, losses: dict[str, float], state: TrainState):
-    """Losses and learning rates: what the same params and data reproduce byte for byte (the
-    throughput, which depends on the machine, goes to the progress bar only)."""
+    """Losses and learning rates: what the same params and data reproduce byte for byte. The
+    throughput and MFU, which depend on the machine and the moment, go to the progress bar and
+    the log only (`measure_speed`): dvclive/ is a tracked output, the same on every run."""
     live.step = step
     for key, value in losses.items():
         live.log_metric(f"{name}/{key}", round(value, 5))
