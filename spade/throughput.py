@@ -87,7 +87,12 @@ class Throughput:
         """For the progress bar and the log: img/s, achieved GFLOP/s and, with a known peak, MFU."""
         rate = self.images / max(time.perf_counter() - self.start, 1e-9)
         achieved = rate * self.flops_per_image
-        shown = {"img_s": f"{rate:.1f}", "gflop_s": f"{achieved / 1e9:.1f}"}
+        shown = {"img_s": _short(rate), "gflop_s": _short(achieved / 1e9)}
         if self.peak_tflops:
             shown["mfu"] = f"{achieved / (self.peak_tflops * 1e12):.2%}"
         return shown
+
+
+def _short(x: float) -> str:
+    """98.0, 1234.5, 0.0612: one decimal from 10 up, three significant digits below."""
+    return f"{x:.1f}" if x >= 10 else f"{x:.3g}"

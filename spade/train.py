@@ -421,7 +421,7 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
                     if live is not None and step % cfg.log_every == 0:
                         _log_scalars(live, name, step, point.losses, state)
                         loss_g = f"{point.losses['loss_g']:.3f}"
-                        bar.set_postfix(loss_g=loss_g, **speed.summary())
+                        bar.set_postfix({"loss_g": loss_g} | speed.summary())  # in this order
                     if save or point.stop:
                         _save(paths.checkpoint, state, step, total, identity, env)
                     if point.stop:
