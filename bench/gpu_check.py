@@ -44,7 +44,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
-from bench.train import FULL_NETS, PRESETS_PATH, TINY_NETS, TRAINERS_PATH, compare  # noqa: E402
+from bench.train import FULL_NETS, PRESETS_VARIANT, TINY_NETS, TRAINERS_VARIANT, compare  # noqa: E402
 from devtools.scratch import dvc_env, preset, scratch_repo  # noqa: E402
 from spade.train import speed_flags  # noqa: E402
 
@@ -143,11 +143,11 @@ def training_throughput(smoke: bool, device: torch.device, with_compile: bool) -
         rows = compare(nets, size, batch, device, steps, with_compile=compiled)
         results[f"batch_{batch}"] = rows
     if not smoke:
-        rows = compare(nets, size, 64, device, steps, only={"fp32", TRAINERS_PATH})
+        rows = compare(nets, size, 64, device, steps, only={"fp32", TRAINERS_VARIANT})
         results["batch_64"] = rows
     batches = [2] if smoke else [4]
     fast = (
-        results[f"batch_{batches[0]}"].get(TRAINERS_PATH)
+        results[f"batch_{batches[0]}"].get(TRAINERS_VARIANT)
         or results[f"batch_{batches[0]}"]["+ channels_last"]
     )
     if "images_per_s" in fast:
@@ -178,7 +178,7 @@ def anchor(smoke: bool, device: torch.device, ours: dict[str, Any]) -> dict[str,
         rate = float(re.search(r"([\d.]+) img/s", line).group(1))
         row = {"anchor_images_per_s": rate, "line": line}
         rows = ours.get(f"batch_{batch}", {})
-        for key, variant in (("ratio", TRAINERS_PATH), ("ratio_presets", PRESETS_PATH)):
+        for key, variant in (("ratio", TRAINERS_VARIANT), ("ratio_presets", PRESETS_VARIANT)):
             mine = rows.get(variant, {})
             if "images_per_s" in mine:
                 row[f"ours_{key}_images_per_s"] = mine["images_per_s"]

@@ -30,14 +30,13 @@ from devtools.scratch import preset
 from spade.config import TrainConfig, load_params
 from spade.dist import DistEnv
 from spade.steps import train_step
+from spade.throughput import peak_tflops
 from spade.train import speed_flags
 from spade.train_state import build_train_state
 
 log = logging.getLogger("bench.train")
 
 ROOT = Path(__file__).resolve().parents[1]
-# Dense peak TFLOP/s (bf16, TF32) of the GPUs this project has run on, from their data sheets.
-PEAK_TFLOPS = {"H100": (989.4, 494.7), "H200": (989.4, 494.7), "A100": (312.0, 156.0)}
 
 
 def preset_nets(path: Path) -> dict:
@@ -62,22 +61,23 @@ class Variant:
     presets: bool = False  # the presets' own options: z at every layer and the style encoder
 
 
+# The names of two variants, which callers look rows up by.
+TRAINERS_VARIANT = "+ fused Adam (the trainer's path)"
+PRESETS_VARIANT = "the trainer's path with the presets' options"
+
+
 def variants(device: torch.device, with_compile: bool) -> list[Variant]:
     """fp32, then each switch added on top of the previous ones (CUDA-only ones on CUDA)."""
     out = [Variant("fp32"), Variant("+ channels_last", channels_last=True)]
     if device.type == "cuda":
         out += [
             Variant("+ bf16 autocast", channels_last=True, amp=True),
-            Variant("+ fused Adam (the trainer's path)", channels_last=True, amp=True, fused=True),
+            Variant(TRAINERS_VARIANT, channels_last=True, amp=True, fused=True),
         ]
         if with_compile:
             out.append(Variant("+ torch.compile", True, True, True, compile=True))
-        out.append(Variant(PRESETS_PATH, True, True, True, presets=True))
+        out.append(Variant(PRESETS_VARIANT, True, True, True, presets=True))
     return out
-
-
-TRAINERS_PATH = "+ fused Adam (the trainer's path)"
-PRESETS_PATH = "the trainer's path with the presets' options"
 
 
 def flops_per_image(state, rough, real, cfg) -> float:
@@ -87,14 +87,6 @@ def flops_per_image(state, rough, real, cfg) -> float:
     with FlopCounterMode(display=False) as counter:
         train_step(state, rough, real, cfg)
     return counter.get_total_flops() / len(rough)
-
-
-def peak_tflops(device: torch.device, bf16: bool) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    peaks = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    return None if peaks is None else peaks[0 if bf16 else 1]
 
 
 def measure(
@@ -169,8 +161,8 @@ def compare(
             torch.cuda.empty_cache()
     base = rows.get("fp32", {}).get("images_per_s")
     compiled = rows.get("+ torch.compile", {})
-    if "images_per_s" in compiled and "gflop_per_image" in rows.get(TRAINERS_PATH, {}):
-        flops = rows[TRAINERS_PATH]["gflop_per_image"] * 1e9  # the same network, compiled
+    if "images_per_s" in compiled and "gflop_per_image" in rows.get(TRAINERS_VARIANT, {}):
+        flops = rows[TRAINERS_VARIANT]["gflop_per_image"] * 1e9  # the same network, compiled
         compiled["tflop_per_s"] = round(flops * compiled["images_per_s"] / 1e12, 3)
         peak = peak_tflops(device, True)
         if peak is not None:

@@ -33,6 +33,7 @@ def _port(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line, without running anything (tests/test_doc_commands.py checks the
     docs' `spade` commands against it)."""
+    from spade import paths
     from spade.painter import MAX_INTERPOLATE
     from spade.runtime import RUNTIMES
 
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="turn rough drawings (or pictures) into anime faces")
     g.add_argument("input", type=Path, help="an image, or a folder of images")
-    g.add_argument("--model", type=Path, default=Path("models/generator.pt"))
+    g.add_argument("--model", type=Path, default=paths.GENERATOR)
     g.add_argument(
         "--runtime",
         choices=RUNTIMES,
@@ -129,18 +130,18 @@ def _generate(args: argparse.Namespace) -> None:
 def _studio(args: argparse.Namespace) -> None:
     from spade.devices import resolve_device
     from spade.painter import default_model, load_painter
-    from spade.studio.precision import resolve_precision
+    from spade.runtime import resolve_precision
     from spade.studio.server import serve
 
     device = resolve_device(args.device)
     path = args.model or default_model(device)
     precision = resolve_precision(args.precision, device)
-    generator = load_painter(path, device, args.runtime, precision)
-    serve(generator, args.host, args.port, model_name=str(path))
+    painter = load_painter(path, device, args.runtime, precision)
+    serve(painter, args.host, args.port, model_name=str(path))
 
 
 def _export_pngs(args: argparse.Namespace) -> None:
-    from spade.images import export_pngs
+    from spade.image_files import export_pngs
 
     n = export_pngs(args.array, args.out, args.limit)
     log.info("wrote %d PNG files to %s", n, args.out)

@@ -1,4 +1,5 @@
-"""How every stage and command starts and stops: logging, user errors as one line, SIGTERM.
+"""How every stage and command starts and stops: logging, user errors as one line, SIGTERM (and
+worker processes that leave the stop signals to their parent).
 
 A `UserError` prints as one clear line and exits with status 2, never a traceback. SIGTERM is
 handled like Ctrl-C, so temporary files are cleaned up and child processes are stopped.
@@ -40,6 +41,15 @@ def _restore_hint(outputs_kept: bool) -> None:
             stage,
             stage,
         )
+
+
+def ignore_stop_signals(*_args: object) -> None:
+    """In a worker process (a pool's, a DataLoader's): Ctrl-C and SIGTERM are for the parent,
+    which decides when workers stop. A group signal (`kill -TERM -<pgid>`, `timeout`, Slurm's
+    scancel) reaches every process at once; workers dying of it first would leave the parent
+    nothing to finish with."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def run(main: Callable[[], None], *, outputs_kept: bool = False) -> None:

@@ -17,26 +17,117 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from spade.checkpoint import load_discriminator, load_generator
 from spade.config import DistillConfig, GeneratorArch, LoopRun
 from spade.dist import DistEnv
 from spade.errors import UserError
-from spade.networks import FaceModel, generator_channels
-from spade.steps import Adapters, distill_step, tapped_blocks
+from spade.networks import (
+    GLOBAL_RNG,
+    FaceModel,
+    RandomStream,
+    SpadeGenerator,
+    generator_channels,
+    reparameterize,
+)
+from spade.paths import DISTILL_CHECKPOINT, DISTILL_LIVE, DISTILL_METRICS, STUDENT
+from spade.steps import Losses, adversarial_losses, autocast, discriminator_phase, generator_phase
 from spade.train import Job, TrainPaths, TrainResult, fit
 from spade.train_state import TrainState, build_state
 
 log = logging.getLogger(__name__)
 
 DISTILL_PATHS = TrainPaths(
-    checkpoint=Path("models/distill_checkpoint.pt"),
-    generator=Path("models/student.pt"),
-    live_dir=Path("dvclive_distill"),
-    metrics=Path("metrics/distill.json"),
+    checkpoint=DISTILL_CHECKPOINT,
+    generator=STUDENT,
+    live_dir=DISTILL_LIVE,
+    metrics=DISTILL_METRICS,
     discriminator=None,
 )
+
+
+# --------------------------------------------------------------------------- the step
+
+
+class Adapters(nn.Module):
+    """1×1 convolutions from the student's block widths to the teacher's (GAN Compression)."""
+
+    def __init__(self, student: list[int], teacher: list[int]):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv2d(s, t, 1) for s, t in zip(student, teacher, strict=True)
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [conv(f) for conv, f in zip(self.convs, features, strict=True)]
+
+
+def tapped_blocks(generator: SpadeGenerator) -> list[int]:
+    """The blocks whose outputs distillation matches: three, evenly spaced, the last included."""
+    n = len(generator.blocks)
+    return sorted({n // 3, (2 * n) // 3, n - 1})
+
+
+@contextmanager
+def block_outputs(generator: SpadeGenerator) -> Iterator[list[torch.Tensor]]:
+    """Collect the tapped blocks' outputs of the forward passes run inside the block."""
+    outputs: list[torch.Tensor] = []
+    hooks = [
+        generator.blocks[i].register_forward_hook(lambda _m, _i, out: outputs.append(out))
+        for i in tapped_blocks(generator)
+    ]
+    try:
+        yield outputs
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def distill_step(
+    state: TrainState,
+    rough: torch.Tensor,
+    real: torch.Tensor,
+    cfg: DistillConfig,
+    rng: RandomStream = GLOBAL_RNG,
+) -> Losses:
+    """One distillation step. The frozen teacher draws the style z from the real face (its own
+    encoder, which the student shares) and the noise; the student paints with the same z and
+    noise, and learns the teacher's intermediate features, its face and the real one. Besides
+    the losses summed into `loss_g`, it returns each tapped block's feature loss (`loss_feat0`,
+    …, in block order) for the logs."""
+    teacher = state.teacher
+    assert teacher is not None and state.adapters is not None
+    with torch.no_grad(), autocast(cfg, rough.device):
+        mu, logvar = teacher.encoder(real)
+        z = reparameterize(mu, logvar, rng)
+        noise = teacher.generator.draw_noise(rng, len(rough), rough.device)
+        with block_outputs(teacher.generator) as target:
+            taught = teacher.generator(rough, z, noise=noise)
+    with autocast(cfg, rough.device), block_outputs(state.bare_g.generator) as features:
+        fake, _, _ = state.g(rough, z=z, noise=noise)
+    loss_d, real_out = discriminator_phase(state, fake, rough, real, cfg)
+    with autocast(cfg, rough.device):
+        losses = adversarial_losses(state, fake, rough, real, real_out, cfg)
+        if cfg.lambda_teacher > 0:
+            losses["teacher"] = cfg.lambda_teacher * F.l1_loss(fake.float(), taught.float())
+        if cfg.lambda_feat > 0:
+            mapped = state.adapters(features)
+            mse = [F.mse_loss(m.float(), t.float()) for m, t in zip(mapped, target, strict=True)]
+            losses["feat"] = cfg.lambda_feat * torch.stack(mse).sum()
+    logged = generator_phase(state, loss_d, losses)
+    if cfg.lambda_feat > 0:  # each tapped block's share of loss_feat (G_distill%d), for the logs
+        logged |= {f"loss_feat{k}": cfg.lambda_feat * m.detach() for k, m in enumerate(mse)}
+    return logged
+
+
+# --------------------------------------------------------------------------- the job
 
 
 def student_arch(teacher: GeneratorArch, cfg: DistillConfig) -> GeneratorArch:
@@ -55,6 +146,7 @@ def make_student(teacher: FaceModel, cfg: DistillConfig) -> FaceModel:
 
 
 def adapters_for(student: FaceModel, teacher: FaceModel) -> Adapters:
+    """The adapters from the student's tapped block widths to the teacher's."""
     taps = tapped_blocks(teacher.generator)
     widths = [generator_channels(m.arch, m.image_size) for m in (student, teacher)]
     return Adapters([widths[0][i] for i in taps], [widths[1][i] for i in taps])
@@ -91,10 +183,10 @@ def distill(
             )
         student = make_student(teacher, cfg)
         disc = load_discriminator(discriminator_file)
-        extra = adapters_for(student, teacher)
-        return build_state(student, disc, cfg, env, extra=extra, teacher=teacher)
+        adapters = adapters_for(student, teacher)
+        return build_state(student, disc, cfg, env, adapters=adapters, teacher=teacher)
 
-    job = Job(cfg, run, paths, recipe, build=build, step=distill_step, identity={"teacher": digest})
+    job = Job(cfg, run, paths, recipe, build=build, step=distill_step, upstream={"teacher": digest})
     log.info(
         "distilling %s (ngf %d, spade_hidden %d) into a student of ngf %d, spade_hidden %d",
         teacher_file,

@@ -14,15 +14,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from spade.config import EvaluateConfig, FeaturesConfig
+from spade import paths
+from spade.checkpoint import load_generator
+from spade.config import DistillConfig, EvaluateConfig, FeaturesConfig, TrainConfig
+from spade.files import atomic_paths, json_bytes
+from spade.images import comparison_grid, load_image_array, open_image_array, png_bytes
 from spade.inference import generate_faces, paired_faces
 from spade.metrics.diversity import mean_pairwise_l1
 from spade.metrics.fid import fid_from_features
 from spade.metrics.inception import INCEPTION_ID, extract_features
 from spade.metrics.kid import kernel_inception_distance
 from spade.metrics.paired import paired_metrics, worse_than_rough
-from spade.metrics.style import StyleProbe, agreement, control_chance, spread
+from spade.metrics.reference import load_reference
+from spade.metrics.style import StyleProbe, agreement, control_chance, load_probe, spread
 from spade.networks import FaceModel
+from spade.style_labels import manifest_styles
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,19 @@ class HeldOut:
     reference: dict[str, np.ndarray]  # Inception features of the real faces
     styles: dict[str, list[str]]  # {factor: level of each real face}; empty without labels
     probe: StyleProbe | None = None
+
+
+def load_held_out(device: torch.device) -> HeldOut:
+    """The test split of the pipeline's data, its reference features and, when the features
+    stage fitted one (the data has style labels), the style probe."""
+    probe = paths.STYLE_PROBE
+    return HeldOut(
+        roughs=load_image_array(paths.split_array(paths.ROUGHS, "test")),
+        real=load_image_array(paths.split_array(paths.SAMPLED, "test")),
+        reference=load_reference(paths.REFERENCE),
+        styles=manifest_styles(paths.MANIFEST, "test"),
+        probe=load_probe(probe, device) if probe.is_file() else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -99,7 +118,7 @@ def model_metrics(
     *,
     l1_rough: float,
     out: np.ndarray | None = None,
-    section: str = "train",
+    section: str,
 ) -> dict[str, Any]:
     """Every metric of one generator: FID and KID of its faces from `cfg.seed` (written into
     `out`); the paired metrics of `paired_faces` (in each real face's own style), and the L1 of
@@ -150,4 +169,30 @@ def style_metrics(
         control = agreement(test.probe.predict(styled[0]), references, test.probe.levels)
         metrics["style_control"] = control
         log.info("style control %s (chance %s)", control, control_chance(test.styles))
+    return metrics
+
+
+def evaluate(s: Settings) -> dict[str, Any]:
+    """The `evaluate` stage: the teacher's faces and scores, then the roughs' (the baseline) and
+    the student's (`student`), written with a grid of the first faces all together, or not at
+    all. Returns the metrics."""
+    teacher, _ = load_generator(paths.GENERATOR, s.device)
+    test = load_held_out(s.device)
+    outputs = [paths.EVAL / "generated.npy", paths.EVAL / "grid.png", paths.EVAL_METRICS]
+    with atomic_paths(outputs) as (generated_path, grid_path, metrics_path):
+        generated = open_image_array(generated_path, test.roughs.shape)
+        baseline = baseline_metrics(test, s)
+        l1_rough = baseline["l1_rough"]
+        metrics = model_metrics(
+            teacher, test, s, l1_rough=l1_rough, out=generated, section=TrainConfig.SECTION
+        )
+        metrics |= baseline
+        student, _ = load_generator(paths.STUDENT, s.device)
+        metrics["student"] = model_metrics(
+            student, test, s, l1_rough=l1_rough, section=DistillConfig.SECTION
+        )
+        generated.flush()
+        grid = comparison_grid(test.roughs, generated, test.real, s.cfg.grid_rows)
+        grid_path.write_bytes(png_bytes(grid))
+        metrics_path.write_bytes(json_bytes(metrics))
     return metrics

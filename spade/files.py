@@ -144,8 +144,15 @@ def json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2) + "\n").encode()
 
 
-def write_json(path: Path | str, obj: Any) -> None:
-    write_bytes(path, json_bytes(obj))
+def user_cache_dir(name: str) -> Path:
+    """The folder of the project's `name` cache ("roughen", "onnx"): `SPADE_<NAME>_CACHE` when
+    set and not empty, else `<XDG_CACHE_HOME or ~/.cache>/spade-anime/<name>`. Outside the
+    checkout, so every clone and every `dvc exp run --queue` worker (whose temporary workspace
+    would start empty) shares it."""
+    if folder := os.environ.get(f"SPADE_{name.upper()}_CACHE"):
+        return Path(folder)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "spade-anime" / name
 
 
 def save_torch(path: Path | str, obj: Any) -> None:

@@ -17,7 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from spade.errors import UserError
-from spade.images import IMAGE_SUFFIXES, read_rgb, save_png, shown
+from spade.image_files import IMAGE_SUFFIXES, read_rgb, save_png
+from spade.images import shown
 from spade.painter import Painter
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
-"""Image decoding, resizing, packed storage and grids.
+"""Image decoding, resizing, packed storage and grids: what the stages share.
 
 Every image in the pipeline is RGB uint8, HWC. Decoding is strict: a truncated or otherwise broken
-file raises `UnreadableImage` instead of yielding a half-grey picture.
+file raises `UnreadableImage` instead of yielding a half-grey picture. Reading and writing single
+image files for the command line is `spade.image_files`: editing it reruns no stage.
 """
 
 from __future__ import annotations
@@ -14,12 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm import tqdm
 
 from spade.errors import UserError
-from spade.files import write_bytes
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # The only formats decoded (Pillow's names), whatever a file's name or an upload's type says: no
 # other plugin ever sees the bytes (Pillow's EPS plugin, for one, runs Ghostscript on them).
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -101,29 +99,6 @@ def require_regular_file(path: Path, missing: str, wanted: str) -> None:
         raise UserError(f"{shown(path)} is {kind}; give {wanted}")
 
 
-def read_image_file(path: Path | str) -> bytes:
-    """The bytes of a regular image file, at most MAX_IMAGE_BYTES; anything else (a folder, a
-    pipe, a device such as /dev/zero, a huge file) is a one-line `UserError`, read no further."""
-    path = Path(path)
-    require_regular_file(path, f"image not found: {shown(path)}", "an image file")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_IMAGE_BYTES + 1)
-    except OSError as e:
-        raise UserError(f"cannot read {shown(path)}: {e.strerror or e}") from None
-    if len(data) > MAX_IMAGE_BYTES:
-        raise UserError(f"{shown(path)} is larger than {MAX_IMAGE_BYTES >> 20} MiB: not an image")
-    return data
-
-
-def read_rgb(path: Path | str) -> np.ndarray:
-    """Read an image file as RGB uint8, with a `UserError` that names the file on failure."""
-    try:
-        return decode_rgb(read_image_file(path))
-    except UnreadableImage as e:
-        raise UserError(f"cannot read image {shown(path)}: {e}") from e
-
-
 def center_square(img: np.ndarray) -> np.ndarray:
     """Crop the largest centred square."""
     h, w = img.shape[:2]
@@ -177,15 +152,6 @@ def png_bytes(img: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def save_png(path: Path | str, img: np.ndarray) -> None:
-    """Write `img` as a PNG file; one that cannot be written (permissions, a file in the way) is
-    a one-line `UserError`."""
-    try:
-        write_bytes(path, png_bytes(img))
-    except OSError as e:
-        raise UserError(f"cannot write {shown(path)}: {e.strerror or e}") from None
-
-
 def make_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
     """Lay out equal-length image batches side by side: row i is (col_0[i], col_1[i], …)."""
     n, h, w, _ = columns[0].shape
@@ -204,26 +170,3 @@ def comparison_grid(
     """The first `rows` examples as rows of rough | generated | real."""
     rows = min(rows, len(roughs))
     return make_grid([roughs[:rows], generated[:rows], real[:rows]])
-
-
-def export_pngs(array_path: Path | str, out_dir: Path | str, limit: int | None = None) -> int:
-    """Write the images of a packed .npy array as numbered PNG files; returns how many. Files
-    already there are never overwritten: the export is refused before it writes anything."""
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit {limit}: give how many images to write (1 or more)")
-    images = load_image_array(array_path)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{shown(out_dir)} is a file; give a folder for the PNG files")
-    n = len(images) if limit is None else min(limit, len(images))
-    width = max(6, len(str(n)))
-    targets = [out_dir / f"{i:0{width}d}.png" for i in range(n)]
-    existing = [t for t in targets if t.exists()]
-    if existing:
-        raise UserError(
-            f"{shown(out_dir)} already holds {len(existing)} of the files to write "
-            f"({shown(existing[0].name)}, …); choose an empty folder"
-        )
-    for i, target in enumerate(tqdm(targets, desc="export", unit="img", disable=None)):
-        save_png(target, images[i])
-    return n

@@ -86,13 +86,14 @@ def fetch_vgg19(params: Params, section: str) -> None:
 class VGGLoss(nn.Module):
     """L1 between VGG19 features at relu1_1…relu5_1, weighted 1/32, 1/16, 1/8, 1/4, 1.
 
-    Inputs are images in [-1, 1]. Weights: `vgg19_weights`, whose error names `needed_by`.
+    Inputs are images in [-1, 1]. Weights: `vgg19_weights`, whose error names `needed_by`: the
+    keys that turn this loss on (`<LoopConfig.SECTION>.lambda_vgg`), which differ per stage.
     """
 
     SLICES = (2, 7, 12, 21, 30)  # indices into vgg19.features ending at relu1_1 … relu5_1
     WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 
-    def __init__(self, needed_by: Sequence[str] = ("train.lambda_vgg",)):
+    def __init__(self, needed_by: Sequence[str]):
         super().__init__()
         from torchvision.models import vgg19
 

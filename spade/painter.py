@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spade import paths
 from spade.checkpoint import load_generator
 from spade.config import Recipe
 from spade.data import to_images, to_model
@@ -114,10 +115,8 @@ def load_painter(
     return Painter(model, recipe, device, runner)
 
 
-STUDENT, TEACHER = Path("models/student.pt"), Path("models/generator.pt")
-
-
 def default_model(device: torch.device) -> Path:
     """The model to paint with when none is named: on a CPU the distilled student when there is
     one (fast enough to paint with), else the teacher."""
-    return STUDENT if device.type == "cpu" and STUDENT.is_file() else TEACHER
+    student = paths.STUDENT
+    return student if device.type == "cpu" and student.is_file() else paths.GENERATOR

@@ -24,15 +24,9 @@ from joblib import Parallel, delayed
 from joblib._parallel_backends import LokyBackend
 from joblib.parallel import get_active_backend
 
+from spade.console import ignore_stop_signals
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def ignore_stop_signals(*_args: Any) -> None:
-    """In a worker process: Ctrl-C and SIGTERM are for the parent, which decides when workers
-    stop. A group signal (`kill -TERM -<pgid>`, `timeout`, Slurm's scancel) reaches every
-    process at once; workers dying of it first would leave the parent nothing to finish with."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def die_with_parent(parent: int) -> None:

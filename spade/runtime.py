@@ -42,13 +42,16 @@ from torch.nn.utils import parametrize
 
 from spade import networks
 from spade.errors import UserError
-from spade.files import write_bytes
+from spade.files import user_cache_dir, write_bytes
 from spade.networks import FaceModel, SpadeGenerator
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx", "openvino")
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}  # PyTorch's; ONNX graphs are fp32
+# fp32 as trained, or bf16 where the hardware computes it: PyTorch keeps a bf16 copy of the
+# generator, OpenVINO compiles its graph for bf16 (1.5-2x faster at 256 px on CPUs with AMX; faces
+# within a few levels in 255 of fp32). ONNX Runtime's graphs are fp32.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 OPSET = 17
 CACHE_KEEP = 8  # graphs kept in the cache (the most recently used): a 256 px one is ~13 MB
 
@@ -125,14 +128,6 @@ def onnx_bytes(model: FaceModel) -> bytes:
     return buf.getvalue()
 
 
-def default_cache_dir() -> Path:
-    """`SPADE_ONNX_CACHE` when set (and not empty), else the user's cache folder."""
-    if os.environ.get("SPADE_ONNX_CACHE"):
-        return Path(os.environ["SPADE_ONNX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "spade-anime" / "onnx"
-
-
 def graph_key(model: FaceModel) -> str:
     """What the exported graph depends on: the generator's weights, architecture and size as
     loaded (not the file, which may have changed since), the source of the network and export
@@ -181,7 +176,7 @@ def _evict(folder: Path, keep: int) -> None:
 def onnx_graph(model: FaceModel, cache_dir: Path | None = None) -> bytes:
     """The ONNX graph of `model`: from the cache when a verified copy is there, else exported
     and cached (when the cache cannot be written — read-only, full — exported on each start)."""
-    folder = cache_dir or default_cache_dir()
+    folder = cache_dir or user_cache_dir("onnx")
     path = folder / f"{graph_key(model)}.onnx"
     if (data := _cached(path)) is not None:
         return data
@@ -222,6 +217,23 @@ def native_bf16(device: torch.device) -> bool:
         return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
     except AttributeError:
         return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto' → bf16 on CPUs that compute it in hardware, else fp32; 'fp32' and 'bf16' as given.
+
+    Not on GPUs: one face at a time is launch-bound there, and bf16 measured slower (H100,
+    256 px: 28.9 ms against 15.6 ms in fp32, bench/results/gpu-check.json).
+    """
+    if name != "auto":
+        return name
+    return "bf16" if device.type == "cpu" and native_bf16(device) else "fp32"
+
+
+def precision_of(runner: Runner) -> str:
+    """The precision `runner` computes faces in (an ONNX graph's is fp32; OpenVINO's is fp32 on
+    a CPU without native bf16, whatever was asked)."""
+    return next((name for name, d in PRECISIONS.items() if d == runner.dtype), str(runner.dtype))
 
 
 def _onednn_may_use_bf16() -> bool:

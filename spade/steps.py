@@ -1,5 +1,6 @@
-"""One optimisation step of each kind of training: the GAN's (`train_step`) and the student's
-(`distill_step`). Both are a discriminator update, then a generator update, on one batch.
+"""One optimisation step of the GAN (`train_step`), and the phases every step shares with the
+student's (`spade.distill.distill_step`): a discriminator update, then a generator update, on one
+batch.
 
 The generator runs once per step (as in pix2pix): its output, detached, trains D; then the same
 output, through the updated D, trains G. The real images' D features from the D pass serve as
@@ -8,14 +9,12 @@ feature-matching targets, so D also sees the reals only once. All randomness com
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from spade.config import DistillConfig, LoopConfig, TrainConfig
+from spade.config import LoopConfig, TrainConfig
 from spade.losses import (
     DOutputs,
     d_hinge_loss,
@@ -24,7 +23,7 @@ from spade.losses import (
     kl_loss,
     mode_seeking_loss,
 )
-from spade.networks import GLOBAL_RNG, RandomStream, SpadeGenerator, reparameterize
+from spade.networks import GLOBAL_RNG, RandomStream
 from spade.train_state import TrainState
 
 Losses = dict[str, torch.Tensor]
@@ -126,72 +125,3 @@ def _two_styles(state: TrainState, rough: torch.Tensor, cfg: TrainConfig, rng: R
     z_b = rng.randn(n, cfg.arch.z_dim, device=rough.device)
     out, _, _ = state.g(torch.cat([rough, rough[:n]]), z=torch.cat([z, z_b]), rng=rng)
     return out[: len(rough)], out[len(rough) :], z, z_b
-
-
-# --------------------------------------------------------------------------- distillation
-
-
-class Adapters(nn.Module):
-    """1×1 convolutions from the student's block widths to the teacher's (GAN Compression)."""
-
-    def __init__(self, student: list[int], teacher: list[int]):
-        super().__init__()
-        self.convs = nn.ModuleList(
-            nn.Conv2d(s, t, 1) for s, t in zip(student, teacher, strict=True)
-        )
-
-    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [conv(f) for conv, f in zip(self.convs, features, strict=True)]
-
-
-def tapped_blocks(generator: SpadeGenerator) -> list[int]:
-    """The blocks whose outputs distillation matches: three, evenly spaced, the last included."""
-    n = len(generator.blocks)
-    return sorted({n // 3, (2 * n) // 3, n - 1})
-
-
-@contextmanager
-def block_outputs(generator: SpadeGenerator) -> Iterator[list[torch.Tensor]]:
-    """Collect the tapped blocks' outputs of the forward passes run inside the block."""
-    outputs: list[torch.Tensor] = []
-    hooks = [
-        generator.blocks[i].register_forward_hook(lambda _m, _i, out: outputs.append(out))
-        for i in tapped_blocks(generator)
-    ]
-    try:
-        yield outputs
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-def distill_step(
-    state: TrainState,
-    rough: torch.Tensor,
-    real: torch.Tensor,
-    cfg: DistillConfig,
-    rng: RandomStream = GLOBAL_RNG,
-) -> Losses:
-    """One distillation step. The frozen teacher draws the style z from the real face (its own
-    encoder, which the student shares) and the noise; the student paints with the same z and
-    noise, and learns the teacher's intermediate features, its face and the real one."""
-    teacher = state.teacher
-    assert teacher is not None and state.extra is not None
-    with torch.no_grad(), autocast(cfg, rough.device):
-        mu, logvar = teacher.encoder(real)
-        z = reparameterize(mu, logvar, rng)
-        noise = teacher.generator.draw_noise(rng, len(rough), rough.device)
-        with block_outputs(teacher.generator) as target:
-            taught = teacher.generator(rough, z, noise=noise)
-    with autocast(cfg, rough.device), block_outputs(state.bare_g.generator) as features:
-        fake, _, _ = state.g(rough, z=z, noise=noise)
-    loss_d, real_out = discriminator_phase(state, fake, rough, real, cfg)
-    with autocast(cfg, rough.device):
-        losses = adversarial_losses(state, fake, rough, real, real_out, cfg)
-        if cfg.lambda_teacher > 0:
-            losses["teacher"] = cfg.lambda_teacher * F.l1_loss(fake.float(), taught.float())
-        if cfg.lambda_feat > 0:
-            mapped = state.extra(features)
-            mse = [F.mse_loss(m.float(), t.float()) for m, t in zip(mapped, target, strict=True)]
-            losses["feat"] = cfg.lambda_feat * torch.stack(mse).sum()
-    return generator_phase(state, loss_d, losses)

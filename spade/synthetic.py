@@ -357,10 +357,6 @@ class _Palette:
     def hair_dark(self) -> Color:
         return mix(self.hair, (20, 10, 30), 0.45)
 
-    @property
-    def hair_light(self) -> Color:
-        return mix(self.hair, WHITE, 0.45)
-
 
 def _random_palette(rng: np.random.Generator) -> _Palette:
     skin = _jitter(rng, list(SKIN_TONES.values())[rng.integers(len(SKIN_TONES))], 6)

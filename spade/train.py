@@ -1,7 +1,8 @@
 """The training loop: TTUR hinge GAN with EMA, AMP, DDP, atomic resumable checkpoints.
 
-Read top to bottom: `train()` builds everything, resumes if it can, then runs `train_step` until
-the last epoch, checkpointing every `ckpt_every` steps, at each epoch end and on SIGINT/SIGTERM.
+Read top to bottom: `fit()` runs one `Job` (the GAN's, from `train()`, or the student's, from
+`spade.distill`): it builds the networks, resumes if it can, then runs the job's step until the
+last epoch, checkpointing every `ckpt_every` steps, at each epoch end and on SIGINT/SIGTERM.
 All randomness of a step comes from the global torch RNG (saved in checkpoints), so a resumed
 run repeats an uninterrupted one exactly on the CPU. Every process draws the random numbers of
 the whole global batch and uses its own rows (`DistEnv.stream`), so the run does not depend on
@@ -19,7 +20,6 @@ import json
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ from spade.checkpoint import (
     write_generator,
 )
 from spade.config import LoopConfig, LoopRun, Recipe, TrainConfig
+from spade.console import ignore_stop_signals
 from spade.data import PairDataset, ResumableSampler, to_model
 from spade.dist import (
     DistEnv,
@@ -59,8 +60,20 @@ from spade.images import comparison_grid
 from spade.inference import generate_faces, paired_faces
 from spade.metrics.paired import paired_metrics, worse_than_rough
 from spade.networks import GLOBAL_RNG, FaceModel, RandomStream
-from spade.parallel import ignore_stop_signals
+from spade.paths import (
+    DATA,
+    DISCRIMINATOR,
+    GENERATOR,
+    MANIFEST,
+    ROUGHS,
+    SAMPLED,
+    TRAIN_CHECKPOINT,
+    TRAIN_LIVE,
+    TRAIN_METRICS,
+    split_array,
+)
 from spade.steps import Losses, train_step
+from spade.throughput import Throughput, peak_tflops, step_flops
 from spade.train_state import TrainState, build_train_state
 
 log = logging.getLogger(__name__)
@@ -72,19 +85,23 @@ TEST_BATCH = 32
 class TrainPaths:
     """Where a run reads its data and writes its checkpoint, model, logs and metrics."""
 
-    data: Path = Path("data")
-    checkpoint: Path = Path("models/checkpoint.pt")
-    generator: Path = Path("models/generator.pt")
-    live_dir: Path = Path("dvclive")
-    metrics: Path = Path("metrics/train.json")
-    discriminator: Path | None = Path("models/discriminator.pt")
+    data: Path = DATA
+    checkpoint: Path = TRAIN_CHECKPOINT
+    generator: Path = GENERATOR
+    live_dir: Path = TRAIN_LIVE
+    metrics: Path = TRAIN_METRICS
+    discriminator: Path | None = DISCRIMINATOR
 
     def split(self, split: str) -> tuple[Path, Path]:
-        return self.data / "roughs" / f"{split}.npy", self.data / "sampled" / f"{split}.npy"
+        """(roughs, real faces) of `split`, under `data` as `spade.paths` lays it out."""
+        return (
+            split_array(self.data / ROUGHS.name, split),
+            split_array(self.data / SAMPLED.name, split),
+        )
 
     @property
     def manifest(self) -> Path:
-        return self.data / "sampled" / "manifest.csv"
+        return self.data / SAMPLED.name / MANIFEST.name
 
 
 Step = Callable[[TrainState, torch.Tensor, torch.Tensor, Any, RandomStream], Losses]
@@ -101,7 +118,9 @@ class Job:
     recipe: Recipe
     build: Callable[[int, DistEnv], TrainState]  # (image size, env) → networks and optimisers
     step: Step
-    identity: dict[str, Any] = field(default_factory=dict)  # beyond cfg and data (a teacher)
+    # The run's inputs beyond its config and data (distillation: the teacher's digest); with
+    # them, `run_identity` is what a checkpoint must match to be resumed.
+    upstream: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -271,9 +290,7 @@ def recompute_bn_stats(model: nn.Module, loader: DataLoader, cfg: LoopConfig, n:
     model.eval()
 
 
-def held_out_l1(
-    model: nn.Module, test_set: PairDataset, seed: int, section: str = "train"
-) -> dict[str, Any]:
+def held_out_l1(model: nn.Module, test_set: PairDataset, seed: int, section: str) -> dict[str, Any]:
     """Paired L1 of generated faces (`paired_faces`) and of the roughs themselves against the
     real faces: as `evaluate` computes it, so the numbers agree with metrics/eval.json."""
     roughs, real = (np.asarray(a) for a in test_set.arrays())
@@ -362,7 +379,7 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
     torch.manual_seed(cfg.seed)  # the same initial weights and random stream on every rank
     state = job.build(train_set.image_size, env)
     size, n_train = train_set.image_size, len(train_set)
-    identity = run_identity(cfg, paths.manifest, n_train, size, job.recipe, **job.identity)
+    identity = run_identity(cfg, paths.manifest, n_train, size, job.recipe, **job.upstream)
     ckpt = load_resumable_checkpoint(paths.checkpoint, identity)
     if ckpt is None:
         torch.manual_seed(cfg.seed)
@@ -381,7 +398,7 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
     live = open_live(paths.live_dir, step) if env.is_main else None
     flag, health = SignalFlag(), Health(env.device)
     bar = tqdm(total=total, initial=step, desc=name, unit="step", disable=not env.is_main)
-    t0, seen = time.perf_counter(), 0
+    speed = measure_speed(state, cfg, train_set.image_size, env) if env.is_main else None
     try:
         while step < total:
             epoch, offset = divmod(step, steps_per_epoch)
@@ -393,7 +410,8 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
                 health.observe(losses, step + 1)
                 update_ema(state.g_ema, state.bare_g, cfg.ema_decay, step)
                 step += 1
-                seen += cfg.batch_size
+                if speed is not None:
+                    speed.update(cfg.batch_size)
                 bar.update()
                 epoch_end = step % steps_per_epoch == 0
                 save = epoch_end or step % run.ckpt_every == 0
@@ -402,9 +420,9 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
                 if save or signalled or step % run.log_every == 0:
                     point = sync_point(job, state, health, losses, step, flag, env, identity)
                     if live is not None and step % run.log_every == 0:
-                        rate = seen / (time.perf_counter() - t0)
                         _log_scalars(live, name, step, point.losses, state)
-                        bar.set_postfix(loss_g=f"{point.losses['loss_g']:.3f}", img_s=f"{rate:.1f}")
+                        loss_g = f"{point.losses['loss_g']:.3f}"
+                        bar.set_postfix({"loss_g": loss_g} | speed.summary())  # in this order
                     if save or point.stop:
                         _save(paths.checkpoint, state, step, total, identity, env)
                     if point.stop:
@@ -412,6 +430,8 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
                 if epoch_end:
                     break
             if live is not None:
+                shown = ", ".join(f"{k} {v}" for k, v in speed.summary().items())
+                log.info("%s epoch %d/%d: %s", name, epoch + 1, cfg.epochs, shown)
                 faces = generate_faces(state.g_ema, show_rough, seed=cfg.seed)
                 grid = comparison_grid(show_rough, faces, show_real, len(faces))
                 live.log_image(f"grids/{epoch:04d}.png", grid)
@@ -427,6 +447,21 @@ def fit(job: Job, env: DistEnv) -> TrainResult:
         save_checkpoint(paths.checkpoint, state.state_dict(), step, total, identity, finished=True)
     barrier(env)
     return result
+
+
+def measure_speed(state: TrainState, cfg: LoopConfig, image_size: int, env: DistEnv) -> Throughput:
+    """Rank 0's throughput meter: FLOPs per image counted once, the device's peak if known. Its
+    numbers go to the progress bar and the log, not to dvclive (see `spade.throughput`)."""
+    flops = step_flops(state, cfg, image_size, env.device)
+    peak = peak_tflops(env.device, bf16=cfg.amp)
+    log.info(
+        "%s: about %.2f GFLOP per image and step; %s",
+        cfg.SECTION,
+        flops / 1e9,
+        f"MFU against a peak of {peak} TFLOP/s" if peak else "no known peak: GFLOP/s achieved",
+    )
+    # cfg.batch_size images a step over all processes, each on a device of this peak.
+    return Throughput(flops, peak * env.world_size if peak else None)
 
 
 def open_live(live_dir: Path, step: int):
@@ -458,8 +493,9 @@ def _save(path: Path, state: TrainState, step: int, total: int, identity: dict, 
 
 
 def _log_scalars(live, name: str, step: int, losses: dict[str, float], state: TrainState):
-    """Losses and learning rates: what the same params and data reproduce byte for byte (the
-    throughput, which depends on the machine, goes to the progress bar only)."""
+    """Losses and learning rates: what the same params and data reproduce byte for byte. The
+    throughput and MFU, which depend on the machine and the moment, go to the progress bar and
+    the log only (`measure_speed`): dvclive/ is a tracked output, the same on every run."""
     live.step = step
     for key, value in losses.items():
         live.log_metric(f"{name}/{key}", round(value, 5))

@@ -31,7 +31,7 @@ class TrainState:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     vgg: VGGLoss | None = None
-    extra: nn.Module | None = None  # trained with the generator (distillation's adapters)
+    adapters: nn.Module | None = None  # distillation's 1×1 adapters, trained with the generator
     teacher: FaceModel | None = None  # frozen; never saved in a checkpoint
 
     @property
@@ -43,8 +43,8 @@ class TrainState:
         return unwrap(self.d)
 
     @property
-    def bare_extra(self) -> nn.Module | None:
-        return None if self.extra is None else unwrap(self.extra)
+    def bare_adapters(self) -> nn.Module | None:
+        return None if self.adapters is None else unwrap(self.adapters)
 
     def state_dict(self) -> dict[str, Any]:
         state = {
@@ -54,7 +54,9 @@ class TrainState:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
         }
-        return state | ({"extra": self.bare_extra.state_dict()} if self.extra is not None else {})
+        if self.adapters is not None:
+            state["adapters"] = self.bare_adapters.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bare_g.load_state_dict(state["G"])
@@ -62,8 +64,8 @@ class TrainState:
         self.g_ema.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        if self.extra is not None:
-            self.bare_extra.load_state_dict(state["extra"])
+        if self.adapters is not None:  # "extra": checkpoints written before the rename
+            self.bare_adapters.load_state_dict(state.get("adapters", state.get("extra")))
 
     def weights_finite(self) -> torch.Tensor:
         """A 0-d bool tensor (no host sync): are all trained weights finite?"""
@@ -78,7 +80,7 @@ def build_state(
     cfg: LoopConfig,
     env: DistEnv,
     *,
-    extra: nn.Module | None = None,
+    adapters: nn.Module | None = None,
     teacher: FaceModel | None = None,
     fused: bool | None = None,
 ) -> TrainState:
@@ -87,22 +89,22 @@ def build_state(
     parameters that train: frozen ones (`requires_grad` off) are left out."""
     g = to_sync_batchnorm(g, env)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    modules = [m for m in (g, d, extra, teacher) if m is not None]
+    modules = [m for m in (g, d, adapters, teacher) if m is not None]
     for module in modules:
         module.to(env.device, memory_format=memory_format)
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
     fused = env.device.type == "cuda" if fused is None else fused
-    trained = [p for m in (g, extra) if m is not None for p in m.parameters() if p.requires_grad]
+    trained = [p for m in (g, adapters) if m is not None for p in m.parameters() if p.requires_grad]
     opt_g = torch.optim.Adam(trained, lr=cfg.lr_g, betas=cfg.betas, fused=fused)
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=cfg.betas, fused=fused)
     if env.distributed:
         ids = [env.device.index] if env.device.type == "cuda" else None
         g, d = DDP(g, device_ids=ids), DDP(d, device_ids=ids)
-        extra = DDP(extra, device_ids=ids) if extra is not None else None
+        adapters = DDP(adapters, device_ids=ids) if adapters is not None else None
     if cfg.compile:
         g, d = torch.compile(g), torch.compile(d)
     vgg = VGGLoss([f"{cfg.SECTION}.lambda_vgg"]).to(env.device) if cfg.lambda_vgg > 0 else None
-    return TrainState(g, d, g_ema, opt_g, opt_d, vgg=vgg, extra=extra, teacher=teacher)
+    return TrainState(g, d, g_ema, opt_g, opt_d, vgg=vgg, adapters=adapters, teacher=teacher)
 
 
 def build_train_state(

@@ -5,8 +5,7 @@ distill.nproc > 1 the stage then replaces itself with `torchrun` running this sa
 `train` does.
 """
 
-from pathlib import Path
-
+from spade import paths
 from spade.config import load_params
 from spade.console import run
 from spade.devices import resolve_device
@@ -15,9 +14,6 @@ from spade.losses import fetch_vgg19
 from spade.numerics import pin_cpu_numerics
 from spade.train import launch
 
-TEACHER = Path("models/generator.pt")
-DISCRIMINATOR = Path("models/discriminator.pt")
-
 
 def main() -> None:
     params = load_params()
@@ -25,7 +21,11 @@ def main() -> None:
     cfg = params.distill
     fetch_vgg19(params, "distill")
     run_cfg = params.run.distill
-    launch(__file__, cfg, lambda env: distill(cfg, run_cfg, env, TEACHER, DISCRIMINATOR))
+    launch(
+        __file__,
+        cfg,
+        lambda env: distill(cfg, run_cfg, env, paths.GENERATOR, paths.DISCRIMINATOR),
+    )
 
 
 if __name__ == "__main__":

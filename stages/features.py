@@ -7,8 +7,7 @@ Depends only on the data, the feature code and the feature parameters, so traini
 never redo it.
 """
 
-from pathlib import Path
-
+from spade import paths
 from spade.config import load_params
 from spade.console import run
 from spade.devices import resolve_device
@@ -20,24 +19,19 @@ from spade.metrics.style import fit_style_probe, save_probe
 from spade.numerics import pin_cpu_numerics
 from spade.style_labels import manifest_styles
 
-SAMPLED = Path("data/sampled")
-OUT = Path("data/features")
-
 
 def main() -> None:
     params = load_params()
     cfg = params.features
     device = resolve_device(cfg.device)
     pin_cpu_numerics(params.cpu, device)
-    test = load_image_array(SAMPLED / "test.npy")
-    labels = {
-        split: manifest_styles(SAMPLED / "manifest.csv", split) for split in ("train", "test")
-    }
-    outputs = [OUT / "test.npz"] + ([OUT / "style_probe.pt"] if labels["train"] else [])
+    test = load_image_array(paths.split_array(paths.SAMPLED, "test"))
+    labels = {split: manifest_styles(paths.MANIFEST, split) for split in paths.SPLITS}
+    outputs = [paths.REFERENCE] + ([paths.STYLE_PROBE] if labels["train"] else [])
     with atomic_paths(outputs) as (reference, *probe):
         save_reference(reference, extract_features(test, device=device, batch_size=cfg.batch_size))
         if probe:
-            train = load_image_array(SAMPLED / "train.npy")
+            train = load_image_array(paths.split_array(paths.SAMPLED, "train"))
             fitted = fit_style_probe(
                 train, labels["train"], test, labels["test"], seed=cfg.seed, device=device
             )

@@ -1,25 +1,21 @@
 """Stage `roughen`: apply the rough recipe to every sampled image, in parallel, with a cache."""
 
-from pathlib import Path
-
+from spade import paths
 from spade.config import load_params
 from spade.console import run
-from spade.files import atomic_paths
+from spade.files import atomic_paths, user_cache_dir
 from spade.images import load_image_array, open_image_array
-from spade.roughen import RoughCache, default_cache_dir, roughen_array
-
-IN = Path("data/sampled")
-OUT = Path("data/roughs")
-SPLITS = ("train", "test")
+from spade.roughen import RoughCache, roughen_array
 
 
 def main() -> None:
     params = load_params()
     recipe, speed = params.roughen, params.run.roughen
-    cache = RoughCache(default_cache_dir())
-    with atomic_paths([OUT / f"{split}.npy" for split in SPLITS]) as temps:
-        for split, tmp in zip(SPLITS, temps, strict=True):
-            images = load_image_array(IN / f"{split}.npy")
+    cache = RoughCache(user_cache_dir("roughen"))
+    outputs = [paths.split_array(paths.ROUGHS, split) for split in paths.SPLITS]
+    with atomic_paths(outputs) as temps:
+        for split, tmp in zip(paths.SPLITS, temps, strict=True):
+            images = load_image_array(paths.split_array(paths.SAMPLED, split))
             out = open_image_array(tmp, images.shape)
             roughen_array(
                 images,

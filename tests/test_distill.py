@@ -6,6 +6,7 @@ import shutil
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,7 +73,20 @@ def test_the_student_is_narrower_and_shares_the_teachers_style(teacher, pair_dat
     macs = [sum(generator_channels(m.arch, m.image_size)) for m in (small, big)]
     assert macs[0] < macs[1]
     assert (tmp_path / "metrics/distill.json").is_file()
-    assert (tmp_path / "dvclive_distill/plots/metrics/distill/loss_feat.tsv").is_file()
+    assert_block_losses_logged(tmp_path / "dvclive_distill/plots/metrics/distill")
+
+
+def assert_block_losses_logged(logs: Path) -> None:
+    """Each tapped block's feature loss has its plot (GAN Compression's G_distill%d), and they
+    add up to loss_feat."""
+
+    def column(name: str) -> np.ndarray:
+        return np.loadtxt(logs / f"{name}.tsv", delimiter="\t", skiprows=1, usecols=1, ndmin=1)
+
+    blocks = sorted(logs.glob("loss_feat[0-9].tsv"))
+    assert [p.stem for p in blocks] == ["loss_feat0", "loss_feat1", "loss_feat2"]
+    total = sum(column(p.stem) for p in blocks)
+    np.testing.assert_allclose(total, column("loss_feat"), atol=3e-5)  # each rounded to 1e-5
 
 
 def test_the_student_starts_from_the_teachers_discriminator_and_taps_its_blocks(teacher):

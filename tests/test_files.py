@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from spade.errors import UserError
-from spade.files import atomic_path, atomic_paths, npz_bytes, write_bytes, write_json
+from spade.files import atomic_path, atomic_paths, json_bytes, npz_bytes, write_bytes
 
 
 def test_success_replaces_every_target(tmp_path):
@@ -77,7 +77,7 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
 
 def test_interrupt_keeps_the_previous_file(tmp_path):
     path = tmp_path / "x.json"
-    write_json(path, {"v": 1})
+    write_bytes(path, json_bytes({"v": 1}))
     with pytest.raises(KeyboardInterrupt), atomic_path(path) as tmp:
         tmp.write_text("half")
         raise KeyboardInterrupt
@@ -94,3 +94,13 @@ def test_npz_is_byte_stable_and_loadable():
     with np.load(io.BytesIO(a)) as f:
         np.testing.assert_array_equal(f["features"], arrays["features"])
     assert zipfile.ZipFile(io.BytesIO(a)).infolist()[0].date_time == (1980, 1, 1, 0, 0, 0)
+
+
+def test_user_cache_dir_one_rule_for_every_cache(tmp_path, monkeypatch):
+    from spade.files import user_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("SPADE_ROUGHEN_CACHE", str(tmp_path / "mine"))
+    monkeypatch.setenv("SPADE_ONNX_CACHE", "")  # empty: the default
+    assert user_cache_dir("roughen") == tmp_path / "mine"
+    assert user_cache_dir("onnx") == tmp_path / "xdg/spade-anime/onnx"

@@ -16,7 +16,8 @@ from devtools.scratch import ROOT
 from spade.__main__ import main
 from spade.config import TrainConfig
 from spade.dist import DistEnv
-from spade.images import read_rgb, resize_square, save_png
+from spade.image_files import read_rgb, save_png
+from spade.images import resize_square
 from spade.roughen import roughen_image
 from spade.train import train
 

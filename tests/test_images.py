@@ -6,14 +6,13 @@ import pytest
 from PIL import Image
 
 from spade.errors import UserError
+from spade.image_files import export_pngs, save_png
 from spade.images import (
     UnreadableImage,
     decode_rgb,
-    export_pngs,
     load_image_array,
     make_grid,
     resize_square,
-    save_png,
 )
 
 from conftest import eps_bytes, png_bytes

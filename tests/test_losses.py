@@ -43,7 +43,7 @@ def test_vgg_without_weights_is_a_clear_user_error(monkeypatch):
 
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
     with pytest.raises(UserError, match=r"train\.lambda_vgg: 0") as e:
-        VGGLoss()
+        VGGLoss(["train.lambda_vgg"])
     assert "\n" not in str(e.value)
     with pytest.raises(UserError) as e:  # the student's loss names the student's key
         VGGLoss(["distill.lambda_vgg"])

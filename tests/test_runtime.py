@@ -21,8 +21,7 @@ from spade import painter as painter_module
 from spade.checkpoint import load_generator, write_generator
 from spade.errors import UserError
 from spade.painter import Painter, load_painter
-from spade.runtime import make_runner, native_bf16, onnx_bytes
-from spade.studio.precision import precision_of
+from spade.runtime import make_runner, native_bf16, onnx_bytes, precision_of
 
 from conftest import blob_image
 
@@ -53,7 +52,7 @@ def test_bf16_on_openvino_stays_close(tiny_generator_file):
     reference = faces(load_painter(tiny_generator_file, CPU, "torch"))
     bf16 = load_painter(tiny_generator_file, CPU, "openvino", "bf16")
     assert np.abs(faces(bf16) - reference).mean() < 2
-    assert precision_of(bf16) == ("bf16" if native_bf16(CPU) else "fp32")
+    assert precision_of(bf16.runner) == ("bf16" if native_bf16(CPU) else "fp32")
 
 
 def test_the_export_is_cached_and_byte_stable(tiny_generator_file, onnx_cache, monkeypatch):
@@ -207,7 +206,7 @@ def test_bf16_is_reported_only_where_openvino_computes_it(tiny_generator_file, m
     monkeypatch.setattr("spade.runtime.native_bf16", lambda device: False, raising=False)
     with caplog.at_level(logging.WARNING, logger="spade.runtime"):
         painter = load_painter(tiny_generator_file, CPU, "openvino", "bf16")
-    assert precision_of(painter) == "fp32"  # what /api/info and the start line report
+    assert precision_of(painter.runner) == "fp32"  # what /api/info and the start line report
     openvino = pytest.importorskip("openvino")
     assert painter.runner.compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
     assert "bf16" in caplog.text

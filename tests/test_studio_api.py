@@ -385,7 +385,7 @@ def test_info_names_the_precision_the_runtime_computes_in(tiny_generator_file, r
 
 
 def test_precision_choice():
-    from spade.studio.precision import resolve_precision
+    from spade.runtime import resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"

@@ -41,7 +41,7 @@ sync_api = pytest.importorskip(
 SIZE = 32
 
 
-class SlowGenerator(Painter):
+class SlowPainter(Painter):
     """Faces that take `delay` seconds, counting how many are computed at once."""
 
     def __init__(self, inner: Painter, delay: float):
@@ -329,7 +329,7 @@ def test_pen_input_paints(page):
 
 def test_one_request_in_flight_the_newest_canvas_wins_and_a_spinner_past_1s(browser, tiny_painter):
     """On a slow server, strokes made while a face is computed are sent once, as they ended."""
-    slow = SlowGenerator(tiny_painter, delay=1.3)
+    slow = SlowPainter(tiny_painter, delay=1.3)
     with running(slow) as url, open_page(browser, url) as page:
         page.wait_for_function("() => document.body.dataset.busy === '1'")
         stroke(page, [(2, 2), (10, 2)])

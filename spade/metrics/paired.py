@@ -90,11 +90,12 @@ def paired_metrics(
     return {"l1": float(l1), "psnr": float(psnr), "ssim": float(ssim)}
 
 
-def worse_than_rough(l1: float, l1_rough: float, section: str = "train") -> bool:
+def worse_than_rough(l1: float, l1_rough: float, section: str) -> bool:
     """Are the generated faces further from the real ones than the roughs they start from?
 
     Then the model has learnt nothing useful (often: training diverged): say so loudly, naming
-    the learning rates of the `section` that trained it.
+    the learning rates of the `section` that trained it (`LoopConfig.SECTION`: the teacher's or
+    the student's).
     """
     worse = l1 >= l1_rough
     if worse:

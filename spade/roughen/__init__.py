@@ -43,15 +43,6 @@ from spade.roughen.hsv import HSV_TO_RGB_VERSION, hsv_to_rgb
 log = logging.getLogger(__name__)
 
 
-def default_cache_dir() -> Path:
-    """`SPADE_ROUGHEN_CACHE`, else the user's cache folder: shared by every clone and by
-    `dvc exp run --queue` workers (whose temporary workspaces would each start empty)."""
-    if "SPADE_ROUGHEN_CACHE" in os.environ:
-        return Path(os.environ["SPADE_ROUGHEN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "spade-anime" / "roughen"
-
-
 def roughen_image(rgb: np.ndarray, recipe: Recipe) -> np.ndarray:
     """Apply the recipe to one RGB uint8 image."""
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)

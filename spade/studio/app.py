@@ -47,9 +47,9 @@ from spade.config import MAX_SEED
 from spade.errors import UserError
 from spade.images import png_bytes
 from spade.painter import Painter
+from spade.runtime import precision_of
 from spade.studio.admission import Admission, Dropped, check
 from spade.studio.palette import default_rough, palette
-from spade.studio.precision import precision_of
 from spade.studio.uploads import (
     ApiError,
     FaceRequest,
@@ -86,7 +86,7 @@ class Studio:
 
     def __init__(self, painter: Painter, limits: Limits, model_name: str):
         self.painter, self.limits, self.model_name = painter, limits, model_name
-        self.precision = precision_of(painter)
+        self.precision = precision_of(painter.runner)
         self.palette = palette(painter.recipe)
         self.default_rough = png_bytes(default_rough(painter.size, self.palette))
         self.limiter = anyio.CapacityLimiter(limits.workers)

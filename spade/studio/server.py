@@ -24,8 +24,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from spade.errors import UserError
 from spade.painter import Painter
+from spade.runtime import precision_of
 from spade.studio.app import create_app
-from spade.studio.precision import precision_of
 from spade.studio.uploads import Limits
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def serve(painter: Painter, host: str, port: int, *, model_name: str = "generato
         model_name,
         painter.size,
         painter.device,
-        precision_of(painter),
+        precision_of(painter.runner),
         shown,
         bound_port,
     )
