@@ -3,7 +3,7 @@
     GET  /                     the page (plain HTML, JS and a canvas; nothing from other hosts)
     GET  /api/info             model size, style encoder, seed range, palette, limits
     GET  /api/default-rough    the starting canvas (PNG)
-    POST /api/face             {rough: base64 PNG, seed, z?} → face (PNG)
+    POST /api/face             {rough: base64 PNG, seed, z?, page?} → face (PNG)
     POST /api/strip            {rough, seed, seed_to, k} → k faces side by side (PNG)
     POST /api/prepare?roughen= any picture (image/*) → a rough at the model's size (PNG)
     POST /api/style            a reference face (image/*) → {z} for /api/face (needs the encoder)
@@ -15,7 +15,9 @@ most `Limits.workers` at once, so the event loop keeps serving; each face draws 
 from its own seeded stream (`Painter.face`), so concurrent requests never change each
 other's faces. Requests are admitted, and dropped when their client leaves, by `Admission`.
 PNG responses carry a `Server-Timing` header (queue, infer, total in ms) for the page's latency
-readout and the benchmark.
+readout and the benchmark. Faces of a page (its `page` id) are redrawn incrementally when only
+the rough changed (`spade.studio.redraw`); their `X-Redraw` header says `incremental` or `full`,
+with the fraction of the rough that changed and of a face's multiply-adds that were computed.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from spade.painter import Painter
 from spade.studio.admission import Admission, Dropped, check
 from spade.studio.palette import default_rough, palette
 from spade.studio.precision import precision_of
+from spade.studio.redraw import Redrawer, header
 from spade.studio.uploads import (
     ApiError,
     FaceRequest,
@@ -91,6 +94,7 @@ class Studio:
         self.default_rough = png_bytes(default_rough(painter.size, self.palette))
         self.limiter = anyio.CapacityLimiter(limits.workers)
         self.decode_limiter = anyio.CapacityLimiter(limits.decoders)
+        self.redrawer = Redrawer(painter, limits.page_cache_bytes)
 
     async def body(self, request: Request) -> bytes:
         return await read_body(request, self.limits.max_request_bytes, self.limits.body_seconds)
@@ -139,6 +143,7 @@ class Studio:
                 "max_side": self.limits.max_side,
                 "max_strip": self.limits.max_strip,
             },
+            "redraw": self.redrawer.info(),
         }
 
     async def run(self, request: Request, fn: Callable[[], T]) -> T:
@@ -156,9 +161,14 @@ class Studio:
         return await in_thread(request, call, self.limiter)
 
     async def infer(
-        self, request: Request, fn: Callable[[], np.ndarray], started: float
+        self,
+        request: Request,
+        fn: Callable[[], np.ndarray],
+        started: float,
+        headers: Callable[[], dict[str, str]] | None = None,
     ) -> Response:
-        """Run `fn` off the event loop and answer its image as PNG with the timings."""
+        """Run `fn` off the event loop and answer its image as PNG with the timings (and the
+        `headers` it left, asked for once it has run)."""
         queued = time.perf_counter()
 
         def timed() -> tuple[bytes, float, float]:
@@ -173,7 +183,8 @@ class Studio:
             f"queue;dur={(t0 - queued) * ms:.1f}, infer;dur={(t1 - t0) * ms:.1f}, "
             f"total;dur={(time.perf_counter() - started) * ms:.1f}"
         )
-        return Response(data, media_type="image/png", headers={"Server-Timing": timing})
+        extra = headers() if headers is not None else {}
+        return Response(data, media_type="image/png", headers={"Server-Timing": timing} | extra)
 
 
 async def in_thread(request: Request, fn: Callable[[], T], limiter: anyio.CapacityLimiter) -> T:
@@ -218,7 +229,14 @@ async def face(request: Request) -> Response:
         if len(req.z) != studio.painter.model.arch.z_dim:
             raise ApiError(422, f"z: this model's z has {studio.painter.model.arch.z_dim} numbers")
         z = torch.tensor([req.z], dtype=torch.float32)
-    return await studio.infer(request, lambda: studio.painter.face(rough, req.seed, z), started)
+    redraws = []
+
+    def run() -> np.ndarray:
+        img, how = studio.redrawer.face(req.page, rough, req.seed, z)
+        redraws.append(how)
+        return img
+
+    return await studio.infer(request, run, started, lambda: {"X-Redraw": header(redraws[0])})
 
 
 async def strip(request: Request) -> Response:
