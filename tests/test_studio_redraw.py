@@ -41,7 +41,7 @@ def post(client: TestClient, rough: np.ndarray, seed: int = 0, **extra):
 
 @pytest.fixture
 def client(tiny_painter: Painter):
-    with TestClient(create_app(tiny_painter)) as c:
+    with TestClient(create_app(tiny_painter, incremental="on")) as c:
         yield c
 
 
@@ -103,10 +103,12 @@ def test_a_bad_page_id_is_refused(client, page):
 
 
 def test_the_cache_keeps_the_most_recently_used_pages(tiny_painter):
-    one = Redrawer(tiny_painter, 1 << 30)
+    one = Redrawer(tiny_painter, 1 << 30, "on")
     one.face("x", rough0(), 0)
     canvas_bytes = one.pages.nbytes
-    app = create_app(tiny_painter, limits=Limits(page_cache_bytes=2 * canvas_bytes + 1))
+    app = create_app(
+        tiny_painter, limits=Limits(page_cache_bytes=2 * canvas_bytes + 1), incremental="on"
+    )
     with TestClient(app) as c:
         for page in ("a", "b", "c"):  # c pushes a out
             post(c, rough0(), page=page)
@@ -117,7 +119,7 @@ def test_the_cache_keeps_the_most_recently_used_pages(tiny_painter):
 
 
 def test_a_canvas_over_the_limit_is_not_kept(tiny_painter):
-    redrawer = Redrawer(tiny_painter, max_bytes=1000)
+    redrawer = Redrawer(tiny_painter, 1000, "on")
     redrawer.face("p", rough0(), 0)
     _, how = redrawer.face("p", stroke(rough0()), 0)
     assert not how.incremental and len(redrawer.pages) == 0
@@ -139,7 +141,7 @@ class GraphLike:
 def test_with_an_exported_graph_full_faces_stay_on_it(tiny_painter):
     runner = GraphLike(tiny_painter.model)
     painter = Painter(tiny_painter.model, tiny_painter.recipe, tiny_painter.device, runner)
-    redrawer = Redrawer(painter, 1 << 30)
+    redrawer = Redrawer(painter, 1 << 30, "on")
     rough = rough0()
     redrawer.face("g", rough, 0)  # the graph's face; the rough is kept
     assert runner.calls == 1 and isinstance(redrawer.pages.entries["g"], Seen)
@@ -156,7 +158,7 @@ def test_a_bf16_graph_runner_is_not_incremental(tiny_painter):
     runner = GraphLike(tiny_painter.model)
     runner.dtype = torch.bfloat16
     painter = Painter(tiny_painter.model, tiny_painter.recipe, tiny_painter.device, runner)
-    redrawer = Redrawer(painter, 1 << 30)
+    redrawer = Redrawer(painter, 1 << 30, "on")
     redrawer.face("p", rough0(), 0)
     _, how = redrawer.face("p", stroke(rough0()), 0)
     assert not how.incremental and "bfloat16" in redrawer.info()["why_not"]
@@ -170,3 +172,29 @@ def test_page_cache_evicts_least_recently_used():
     cache.put("a", cache.take("a"))  # a used again: b is now the oldest
     cache.put("d", entry())
     assert list(cache.entries) == ["c", "a", "d"] and cache.nbytes == 1200
+
+
+def test_auto_measures_and_says_why_not(tiny_painter, monkeypatch):
+    from spade.studio import redraw
+
+    monkeypatch.setattr(redraw, "stroke_gain", lambda painter, engine: (9.0, 5.0))
+    redrawer = Redrawer(tiny_painter, 1 << 30, "auto")
+    assert "no faster" in redrawer.info()["why_not"]
+    _, how = redrawer.face("p", rough0(), 0)
+    assert not how.incremental
+    monkeypatch.setattr(redraw, "stroke_gain", lambda painter, engine: (2.0, 5.0))
+    assert Redrawer(tiny_painter, 1 << 30, "auto").info()["enabled"]
+
+
+def test_stroke_gain_measures_both(tiny_painter):
+    from spade.incremental import IncrementalGenerator
+    from spade.studio.redraw import stroke_gain
+
+    stroke, full = stroke_gain(tiny_painter, IncrementalGenerator(tiny_painter.model.generator))
+    assert stroke > 0 and full > 0
+
+
+def test_off_is_off(tiny_painter):
+    redrawer = Redrawer(tiny_painter, 1 << 30, "off")
+    redrawer.face("p", rough0(), 0)
+    assert not redrawer.face("p", stroke(rough0()), 0)[1].incremental

@@ -87,14 +87,14 @@ def _release_memory() -> None:
 class Studio:
     """The state the routes share: the painter, its palette and the limiters."""
 
-    def __init__(self, painter: Painter, limits: Limits, model_name: str):
+    def __init__(self, painter: Painter, limits: Limits, model_name: str, incremental: str):
         self.painter, self.limits, self.model_name = painter, limits, model_name
         self.precision = precision_of(painter)
         self.palette = palette(painter.recipe)
         self.default_rough = png_bytes(default_rough(painter.size, self.palette))
         self.limiter = anyio.CapacityLimiter(limits.workers)
         self.decode_limiter = anyio.CapacityLimiter(limits.decoders)
-        self.redrawer = Redrawer(painter, limits.page_cache_bytes)
+        self.redrawer = Redrawer(painter, limits.page_cache_bytes, incremental)
 
     async def body(self, request: Request) -> bytes:
         return await read_body(request, self.limits.max_request_bytes, self.limits.body_seconds)
@@ -343,12 +343,15 @@ def create_app(
     limits: Limits | None = None,
     model_name: str = "generator",
     allowed_hosts: Sequence[str] | None = None,
+    incremental: str = "auto",
 ) -> ASGIApp:
     """The studio for one painter (a loaded model), inside `Admission` and the security headers
     (outermost, so that even the server-error middleware's 500 passes through them).
 
     `allowed_hosts` (Host header names) guards a loopback server against DNS rebinding: the
     CLI passes the loopback names when it binds 127.0.0.1. None accepts any Host.
+    `incremental` (auto, on, off): whether pages' faces are redrawn incrementally
+    (`spade.studio.redraw`).
     """
     limits = limits or Limits()
     routes = [
@@ -376,5 +379,5 @@ def create_app(
             Exception: server_error,
         },
     )
-    app.state.studio = Studio(painter, limits, model_name)
+    app.state.studio = Studio(painter, limits, model_name, incremental)
     return SecurityHeaders(Admission(app, limits))
