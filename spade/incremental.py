@@ -49,8 +49,9 @@ HALO, AFFINE_HALO = 2, 2
 class Canvas:
     """What one face computed, for redrawing the next rough of the same page incrementally.
 
-    `conds[i]`, `affines[i][name]` and `outs[i]` are block i's rough, SPADE affines and output
-    (channels-last); `styles[i][name]` is the per-channel style term (from w) of each affine.
+    `conds[i]`, `affines[i][name]` and `outs[i]` are block i's rough, SPADE affines ([A; B],
+    `_Spade`) and output (channels-last); `biases[i][name]` is each affine conv's bias for this
+    face's style.
     """
 
     key: tuple
@@ -58,7 +59,7 @@ class Canvas:
     start: torch.Tensor  # (1, C0, 4, 4): the block 0 input, from z
     conds: list[torch.Tensor]
     affines: list[dict[str, torch.Tensor]]
-    styles: list[dict[str, torch.Tensor | None]]
+    biases: list[dict[str, torch.Tensor]]
     outs: list[torch.Tensor]
     noise: list[torch.Tensor | None]
     face: torch.Tensor  # (1, 3, S, S) in [-1, 1]
@@ -89,49 +90,94 @@ class _Macs:
     def __init__(self) -> None:
         self.total = 0
 
-    def conv(self, x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
-        """A stride-1 convolution (no bias), counting its multiply-adds."""
-        out = F.conv2d(x, weight, None, padding=padding)
+    def conv(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int
+    ) -> torch.Tensor:
+        """A stride-1 convolution, counting its multiply-adds."""
+        out = F.conv2d(x, weight, bias, padding=padding)
         self.total += out.numel() * weight[0].numel()
         return out
 
 
-def _conv(macs: _Macs, conv: nn.Conv2d, x: torch.Tensor, padding: int) -> torch.Tensor:
-    out = macs.conv(x, conv.weight, padding)
-    return out if conv.bias is None else out + conv.bias[None, :, None, None]
+def _plain(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A conv's weight and bias as plain tensors (spectral norm's eval-mode weight, once)."""
+    bias = None if conv.bias is None else conv.bias.detach()
+    return conv.weight.detach().clone(), bias
 
 
-def _bn(spade: SPADE, x: torch.Tensor) -> torch.Tensor:
-    """SPADE's parameter-free BatchNorm with its frozen statistics (as in eval mode)."""
-    norm = spade.norm
-    return F.batch_norm(x, norm.running_mean, norm.running_var, None, None, False, 0.0, norm.eps)
+@dataclass
+class _Spade:
+    """A SPADE layer with its frozen BatchNorm folded into the conv that predicts its affine:
+    norm(x)·(1 + γ) + β = x·A + B with A = s·(1 + γ), B = t·(1 + γ) + β (s, t: the norm's
+    per-channel scale and shift), both linear in the hidden layer, so one conv gives [A; B]
+    and modulating is one multiply-add. The style term (from w) is folded into its bias."""
+
+    shared: tuple[torch.Tensor, torch.Tensor]
+    weight: torch.Tensor  # (2C, hidden, 3, 3): [s·W_γ; W_β + t·W_γ]
+    scale: torch.Tensor  # s, (C,)
+    shift: torch.Tensor  # t, (C,)
+    gamma_bias: torch.Tensor  # b_γ + 1
+    beta_bias: torch.Tensor
+    style: nn.Linear | None
+
+    @classmethod
+    def fold(cls, spade: SPADE) -> _Spade:
+        norm = spade.norm
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        shift = -norm.running_mean * scale
+        w, b = _plain(spade.gamma_beta)
+        w_g, w_b = w.chunk(2)
+        b_g, b_b = b.chunk(2)
+        per = (slice(None), None, None, None)
+        weight = torch.cat([w_g * scale[per], w_b + w_g * shift[per]])
+        return cls(_plain(spade.shared[0]), weight, scale, shift, b_g + 1, b_b, spade.style)
+
+    def bias(self, w: torch.Tensor | None) -> torch.Tensor:
+        """The bias of [A; B] for style vector w (1, z_dim)."""
+        g, b = self.gamma_bias, self.beta_bias
+        if self.style is not None:
+            st_g, st_b = self.style(w)[0].chunk(2)
+            g, b = g + st_g, b + st_b
+        return torch.cat([g * self.scale, b + g * self.shift])
 
 
-def _modulate(spade: SPADE, x: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
-    gamma, beta = affine.chunk(2, dim=1)
-    return _bn(spade, x) * (1 + gamma) + beta
+@dataclass
+class _Block:
+    """A residual block's weights as plain tensors, its SPADE layers folded."""
+
+    spades: dict[str, _Spade]
+    conv_0: tuple[torch.Tensor, torch.Tensor | None]
+    conv_1: tuple[torch.Tensor, torch.Tensor | None]
+    conv_s: tuple[torch.Tensor, torch.Tensor | None] | None
+    noise: torch.Tensor | None  # the noise weight
+
+    @classmethod
+    def fold(cls, block: SPADEResBlock) -> _Block:
+        spades = {k: _Spade.fold(getattr(block, k)) for k in SPADE_NAMES if hasattr(block, k)}
+        conv_s = _plain(block.conv_s) if block.learned_shortcut else None
+        noise = block.noise.weight.detach() if block.noise is not None else None
+        return cls(spades, _plain(block.conv_0), _plain(block.conv_1), conv_s, noise)
 
 
-def _spades(block: SPADEResBlock) -> dict[str, SPADE]:
-    return {name: getattr(block, name) for name in SPADE_NAMES if hasattr(block, name)}
+def _modulate(x: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
+    a, b = affine.chunk(2, dim=1)
+    return torch.addcmul(b, x, a)
 
 
 def _affine(
-    macs: _Macs, spade: SPADE, cond: torch.Tensor, style: torch.Tensor | None, pad: int, valid
+    macs: _Macs, spade: _Spade, cond: torch.Tensor, bias: torch.Tensor, pad: int, valid
 ) -> torch.Tensor:
-    """SPADE's scale and bias (B, 2C, h, w) from the rough (with a halo of 2 when `pad` is 0:
-    `valid` zeroes the hidden layer outside the image, where the dense conv pads with 0)."""
-    conv0 = spade.shared[0]
-    hidden = F.relu(_conv(macs, conv0, cond, pad))
+    """[A; B] (n, 2C, h, w) from the rough (with a halo of 2 when `pad` is 0: `valid` zeroes
+    the hidden layer outside the image, where the dense conv pads with 0)."""
+    hidden = F.relu_(macs.conv(cond, *spade.shared, pad))
     if valid is not None:
         hidden = hidden * valid
-    affine = _conv(macs, spade.gamma_beta, hidden, pad)
-    return affine if style is None else affine + style[:, :, None, None]
+    return macs.conv(hidden, spade.weight, bias, pad)
 
 
 def _block(
     macs: _Macs,
-    block: SPADEResBlock,
+    block: _Block,
     x: torch.Tensor,
     affines: dict[str, torch.Tensor],
     noise: torch.Tensor | None,
@@ -141,31 +187,35 @@ def _block(
 ) -> torch.Tensor:
     """A residual block from its input and affines. Dense (`pad` 1) or on tiles with a halo of
     2 (`pad` 0): then `x` and `affines["norm_0"]` carry a halo of 2, `norm_1`'s a halo of 1,
-    and `valid2` / `valid1` zero what lies outside the image before each conv."""
+    and `valid2` / `valid1` (None: every tile lies inside) zero what lies outside the image
+    before each conv."""
     h = 0 if pad else HALO
-    a = F.leaky_relu(_modulate(block.norm_0, x, affines["norm_0"]), 0.2)
+    a = F.leaky_relu_(_modulate(x, affines["norm_0"]), 0.2)
     if valid2 is not None:
         a = a * valid2
-    dx = _conv(macs, block.conv_0, a, pad)
-    a = F.leaky_relu(_modulate(block.norm_1, dx, affines["norm_1"]), 0.2)
+    dx = macs.conv(a, *block.conv_0, pad)
+    scale, shift = affines["norm_1"].chunk(2, dim=1)
+    a = F.leaky_relu_(dx.mul_(scale).add_(shift), 0.2)  # in place: no new map to fault in
     if valid1 is not None:
         a = a * valid1
-    dx = _conv(macs, block.conv_1, a, pad)
+    dx = macs.conv(a, *block.conv_1, pad)
     centre = x[:, :, h : x.shape[2] - h, h : x.shape[3] - h] if h else x
-    if block.learned_shortcut:
-        skip = macs.conv(_modulate(block.norm_s, centre, affines["norm_s"]), block.conv_s.weight, 0)
+    if block.conv_s is not None:
+        skip = macs.conv(_modulate(centre, affines["norm_s"]), *block.conv_s, 0)
     else:
         skip = centre
     if block.noise is not None:
-        dx = block.noise(dx, noise)
-    return skip + dx
+        dx.addcmul_(noise.to(dx.dtype), block.noise)
+    return dx.add_(skip)
 
 
 def _dilate(mask: torch.Tensor, reach: int) -> torch.Tensor:
     """A (r, r) bool mask grown by `reach` pixels (a square neighbourhood)."""
-    if reach == 0 or not mask.any():
+    if reach == 0 or not mask.any() or mask.all():
         return mask
-    grown = F.max_pool2d(mask[None, None].float(), 2 * reach + 1, stride=1, padding=reach)
+    k = 2 * reach + 1
+    grown = F.max_pool2d(mask[None, None].float(), (1, k), stride=1, padding=(0, reach))
+    grown = F.max_pool2d(grown, (k, 1), stride=1, padding=(reach, 0))  # separable: faster
     return grown[0, 0] > 0
 
 
@@ -177,6 +227,8 @@ def _active_tiles(mask: torch.Tensor, tile: int) -> torch.Tensor:
     """Flat indices of the `tile`-px squares of `mask` holding any True pixel."""
     if not mask.any():
         return torch.zeros(0, dtype=torch.long)
+    if mask.all():
+        return torch.arange((mask.shape[0] // tile) ** 2)
     hit = F.max_pool2d(mask[None, None].float(), tile, stride=tile)[0, 0]
     return hit.flatten().nonzero()[:, 0].cpu()
 
@@ -213,9 +265,13 @@ def _gather(
     return picked.view(len(tiles), side, side, c).permute(0, 3, 1, 2)
 
 
-def _valid(tiles: torch.Tensor, like: torch.Tensor, size: int, tile: int, halo: int):
-    """1 inside the image, 0 outside, for each tile with its halo: (n, 1, side, side)."""
-    return _tile_geometry(size, tile, halo, 1)[1][tiles].to(like.device, like.dtype)
+def _valid(
+    tiles: torch.Tensor, like: torch.Tensor, size: int, tile: int, halo: int
+) -> torch.Tensor | None:
+    """1 inside the image, 0 outside, for each tile with its halo: (n, 1, side, side); None
+    when every tile lies inside (nothing to zero)."""
+    valid = _tile_geometry(size, tile, halo, 1)[1][tiles]
+    return None if valid.all() else valid.to(like.device, like.dtype)
 
 
 def _scatter(dst: torch.Tensor, tiles: torch.Tensor, values: torch.Tensor, tile: int) -> None:
@@ -242,6 +298,9 @@ class IncrementalGenerator:
         if tile < 2 or tile & (tile - 1):
             raise ValueError(f"tile must be a power of two >= 2, got {tile}")
         self.g, self.tile, self.dense_above = generator, tile, dense_above
+        with torch.no_grad():
+            self.blocks = [_Block.fold(b) for b in generator.blocks]
+            self.to_rgb = _plain(generator.to_rgb)
         self.dtype = next(generator.parameters()).dtype
         self.device = next(generator.parameters()).device
         n = len(generator.blocks)
@@ -268,26 +327,23 @@ class IncrementalGenerator:
         noise = [n.to(**move) for n in noise] if noise else [None] * len(g.blocks)
         start = g.fc(z).view(1, -1, START_SIZE, START_SIZE).contiguous(memory_format=CL)
         w = g.mapping(z) if g.mapping is not None else None
-        styles = [
-            {k: (s.style(w) if s.style is not None else None) for k, s in _spades(b).items()}
-            for b in g.blocks
-        ]
+        biases = [{k: s.bias(w) for k, s in b.spades.items()} for b in self.blocks]
         affines, outs = [], []
         x = start
-        for i, block in enumerate(g.blocks):
+        for i, block in enumerate(self.blocks):
             if i > 0:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
             aff = {
-                k: _affine(macs, s, conds[i], styles[i][k], 1, None).contiguous(memory_format=CL)
-                for k, s in _spades(block).items()
+                k: _affine(macs, s, conds[i], biases[i][k], 1, None).contiguous(memory_format=CL)
+                for k, s in block.spades.items()
             }
             x = _block(macs, block, x, aff, noise[i], 1).contiguous(memory_format=CL)
             affines.append(aff)
             outs.append(x)
-        face = torch.tanh(_conv(macs, g.to_rgb, F.leaky_relu(x, 0.2), 1))
+        face = torch.tanh(macs.conv(F.leaky_relu(x, 0.2), *self.to_rgb, 1))
         face = face.contiguous(memory_format=CL)
         self.full_macs = macs.total
-        return Canvas(key, cond, start, conds, affines, styles, outs, noise, face)
+        return Canvas(key, cond, start, conds, affines, biases, outs, noise, face)
 
     @torch.inference_mode()
     def redraw(self, canvas: Canvas, cond: torch.Tensor) -> Redraw:
@@ -297,7 +353,7 @@ class IncrementalGenerator:
         changed = (cond != canvas.cond).any(1)[0].cpu()
         macs, levels = _Macs(), []
         moved = torch.zeros(START_SIZE, START_SIZE, dtype=torch.bool)  # the block input's change
-        for i, block in enumerate(self.g.blocks):
+        for i, block in enumerate(self.blocks):
             r = self.sizes[i]
             if i > 0:
                 moved = _upsample(moved)
@@ -331,17 +387,19 @@ class IncrementalGenerator:
         if not moved.any():
             return "idle"
         tile, tiles = self._plan(_dilate(moved, AFFINE_REACH), r)
-        spades, styles = _spades(block), canvas.styles[i]
+        biases = canvas.biases[i]
         if tiles is None:
-            for k, s in spades.items():
-                new = _affine(macs, s, canvas.conds[i], styles[k], 1, None)
+            for k, s in block.spades.items():
+                new = _affine(macs, s, canvas.conds[i], biases[k], 1, None)
                 canvas.affines[i][k] = new.contiguous(memory_format=CL)
             return "dense"
         cond = _gather(canvas.conds[i], tiles, r, tile, AFFINE_HALO)
-        cond = cond * _valid(tiles, cond, r, tile, AFFINE_HALO)  # the conv's zero padding
+        valid2 = _valid(tiles, cond, r, tile, AFFINE_HALO)
+        if valid2 is not None:
+            cond = cond * valid2  # the conv's zero padding
         valid = _valid(tiles, cond, r, tile, AFFINE_HALO - 1)
-        for k, s in spades.items():
-            new = _affine(macs, s, cond, styles[k], 0, valid)
+        for k, s in block.spades.items():
+            new = _affine(macs, s, cond, biases[k], 0, valid)
             _scatter(canvas.affines[i][k], tiles, new, tile)
         return self._describe(tiles, tile, r)
 
@@ -379,9 +437,10 @@ class IncrementalGenerator:
         tile, tiles = self._plan(moved, size)
         last = canvas.outs[-1]
         if tiles is None:
-            face = torch.tanh(_conv(macs, self.g.to_rgb, F.leaky_relu(last, 0.2), 1))
+            face = torch.tanh(macs.conv(F.leaky_relu(last, 0.2), *self.to_rgb, 1))
             canvas.face = face.contiguous(memory_format=CL)
             return
         x = F.leaky_relu(_gather(last, tiles, size, tile, 1), 0.2)
-        x = x * _valid(tiles, x, size, tile, 1)
-        _scatter(canvas.face, tiles, torch.tanh(_conv(macs, self.g.to_rgb, x, 0)), tile)
+        valid = _valid(tiles, x, size, tile, 1)
+        x = x if valid is None else x * valid
+        _scatter(canvas.face, tiles, torch.tanh(macs.conv(x, *self.to_rgb, 0)), tile)
