@@ -19,13 +19,14 @@ back; a resolution where most tiles are active is computed whole. A changed z (s
 noise is a new `Canvas` (`capture`), since the start and the style code reach every pixel.
 
 Cached maps are channels-last, so a tile gather is one `index_select` of pixel rows and a
-scatter one `index_copy_`. The networks stay plain modules: this reads their weights.
+scatter one `index_copy_`. The networks stay plain modules: this reads their weights once, with
+each SPADE layer's frozen BatchNorm and style folded into the conv that predicts its affine
+(`_Spade`), which also makes a full redraw here cheaper than the module's forward.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -34,8 +35,6 @@ from torch import nn
 
 from spade.config import START_SIZE
 from spade.networks import SPADE, SpadeGenerator, SPADEResBlock
-
-log = logging.getLogger(__name__)
 
 CL = torch.channels_last
 SPADE_NAMES = ("norm_0", "norm_1", "norm_s")
@@ -307,7 +306,9 @@ class IncrementalGenerator:
         self.sizes = [START_SIZE * 2**i for i in range(n)]
         self.full_macs = 0  # of one face, counted by the first capture
 
-    def _prepare(self, cond: torch.Tensor, z: torch.Tensor | None = None):
+    def _prepare(self, cond: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The rough on the engine's device and dtype, and resized to every block (nearest,
+        as each SPADE layer resizes it)."""
         move = {"device": self.device, "dtype": self.dtype}
         cond = cond.to(**move).contiguous(memory_format=CL)
         conds = [F.interpolate(cond, size=(r, r), mode="nearest") for r in self.sizes]
