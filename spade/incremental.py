@@ -67,7 +67,7 @@ class Canvas:
     def nbytes(self) -> int:
         """Memory held by the cached tensors."""
         tensors = [self.cond, self.start, self.face, *self.conds, *self.outs]
-        tensors += [t for d in self.affines for t in d.values()]
+        tensors += [t for d in (*self.affines, *self.biases) for t in d.values()]
         tensors += [t for t in self.noise if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
 
