@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: bf16 where the CPU/GPU computes it natively, else fp32 (bf16 is ~2x faster "
         "at 256 px; its faces differ from `generate`'s by about 1/255)",
     )
+    s.add_argument(
+        "--incremental",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="redraw only what a stroke changed (auto: when a stroke measures faster that way)",
+    )
 
     e = sub.add_parser("export", help="write a packed .npy image array as PNG files")
     e.add_argument("array", type=Path, help="e.g. data/roughs/test.npy")
@@ -137,7 +143,7 @@ def _studio(args: argparse.Namespace) -> None:
     path = args.model or default_model(device)
     precision = resolve_precision(args.precision, device)
     painter = load_painter(path, device, args.runtime, precision)
-    serve(painter, args.host, args.port, model_name=str(path))
+    serve(painter, args.host, args.port, model_name=str(path), incremental=args.incremental)
 
 
 def _export_pngs(args: argparse.Namespace) -> None:

@@ -83,14 +83,20 @@ class Painter:
         mu, _ = self.model.encoder(to_model(resize_square(rgb, self.size)[None], self.device))
         return mu.cpu()
 
-    @torch.inference_mode()
-    def face(self, rough: np.ndarray, seed: int, z: torch.Tensor | None = None) -> np.ndarray:
-        """One face; z defaults to the seed's own."""
+    def randomness(
+        self, seed: int, z: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The z (the seed's own unless given) and per-layer noise of one face, on the CPU."""
         rng = seeded(seed)
         own_z = self._draw_z(rng)  # drawn even when z is given: the noise follows it
         z = own_z if z is None else z
-        noise = self.model.generator.draw_noise(rng, 1, torch.device("cpu"))
-        fake = self.runner(to_model(rough[None], torch.device("cpu")), z.float(), noise)
+        return z.float(), self.model.generator.draw_noise(rng, 1, torch.device("cpu"))
+
+    @torch.inference_mode()
+    def face(self, rough: np.ndarray, seed: int, z: torch.Tensor | None = None) -> np.ndarray:
+        """One face; z defaults to the seed's own."""
+        z, noise = self.randomness(seed, z)
+        fake = self.runner(to_model(rough[None], torch.device("cpu")), z, noise)
         return to_images(fake)[0]
 
     def strip(self, rough: np.ndarray, seed: int, seed_to: int, k: int) -> list[np.ndarray]:

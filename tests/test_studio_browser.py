@@ -330,7 +330,8 @@ def test_pen_input_paints(page):
 def test_one_request_in_flight_the_newest_canvas_wins_and_a_spinner_past_1s(browser, tiny_painter):
     """On a slow server, strokes made while a face is computed are sent once, as they ended."""
     slow = SlowPainter(tiny_painter, delay=1.3)
-    with running(slow) as url, open_page(browser, url) as page:
+    # incremental redraw off: every face then goes through the slow double's `face`
+    with running(slow, incremental="off") as url, open_page(browser, url) as page:
         page.wait_for_function("() => document.body.dataset.busy === '1'")
         stroke(page, [(2, 2), (10, 2)])
         stroke(page, [(2, 6), (10, 6)])
@@ -341,3 +342,16 @@ def test_one_request_in_flight_the_newest_canvas_wins_and_a_spinner_past_1s(brow
         assert len(slow.roughs) == 2  # the start, then only the newest canvas
         assert np.array_equal(slow.roughs[-1], pixels(page, "rough"))
         assert np.array_equal(pixels(page, "face"), tiny_painter.face(slow.roughs[-1], 0))
+
+
+def test_strokes_are_redrawn_incrementally_and_match_a_full_face(browser, tiny_painter):
+    with running(tiny_painter, incremental="on") as url, open_page(browser, url) as page:
+        wait_idle(page)
+        choose(page, "hair: green")
+        stroke(page, [(4, 4), (16, 10)])
+        wait_idle(page)
+        last = page.evaluate("fetch('/api/info').then(r => r.json())")["redraw"]["last"]
+        assert last["incremental"] and 0 < last["recomputed"] < 1
+        assert "redrew" in page.locator("#latency").text_content()
+        face = pixels(page, "face")
+        assert np.abs(face.astype(int) - tiny_painter.face(pixels(page, "rough"), 0)).max() <= 1

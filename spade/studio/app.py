@@ -3,7 +3,7 @@
     GET  /                     the page (plain HTML, JS and a canvas; nothing from other hosts)
     GET  /api/info             model size, style encoder, seed range, palette, limits
     GET  /api/default-rough    the starting canvas (PNG)
-    POST /api/face             {rough: base64 PNG, seed, z?} → face (PNG)
+    POST /api/face             {rough: base64 PNG, seed, z?, page?} → face (PNG)
     POST /api/strip            {rough, seed, seed_to, k} → k faces side by side (PNG)
     POST /api/prepare?roughen= any picture (image/*) → a rough at the model's size (PNG)
     POST /api/style            a reference face (image/*) → {z} for /api/face (needs the encoder)
@@ -15,7 +15,9 @@ most `Limits.workers` at once, so the event loop keeps serving; each face draws 
 from its own seeded stream (`Painter.face`), so concurrent requests never change each
 other's faces. Requests are admitted, and dropped when their client leaves, by `Admission`.
 PNG responses carry a `Server-Timing` header (queue, infer, total in ms) for the page's latency
-readout and the benchmark.
+readout and the benchmark. Faces of a page (its `page` id) are redrawn incrementally when only
+the rough changed (`spade.studio.redraw`); their `X-Redraw` header says `incremental` or `full`,
+with the fraction of the rough that changed and of a face's multiply-adds that were computed.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from spade.painter import Painter
 from spade.runtime import precision_of
 from spade.studio.admission import Admission, Dropped, check
 from spade.studio.palette import default_rough, palette
+from spade.studio.redraw import Redrawer, header
 from spade.studio.uploads import (
     ApiError,
     FaceRequest,
@@ -84,13 +87,14 @@ def _release_memory() -> None:
 class Studio:
     """The state the routes share: the painter, its palette and the limiters."""
 
-    def __init__(self, painter: Painter, limits: Limits, model_name: str):
+    def __init__(self, painter: Painter, limits: Limits, model_name: str, incremental: str):
         self.painter, self.limits, self.model_name = painter, limits, model_name
         self.precision = precision_of(painter.runner)
         self.palette = palette(painter.recipe)
         self.default_rough = png_bytes(default_rough(painter.size, self.palette))
         self.limiter = anyio.CapacityLimiter(limits.workers)
         self.decode_limiter = anyio.CapacityLimiter(limits.decoders)
+        self.redrawer = Redrawer(painter, limits.page_cache_bytes, incremental)
 
     async def body(self, request: Request) -> bytes:
         return await read_body(request, self.limits.max_request_bytes, self.limits.body_seconds)
@@ -139,6 +143,7 @@ class Studio:
                 "max_side": self.limits.max_side,
                 "max_strip": self.limits.max_strip,
             },
+            "redraw": self.redrawer.info(),
         }
 
     async def run(self, request: Request, fn: Callable[[], T]) -> T:
@@ -156,9 +161,14 @@ class Studio:
         return await in_thread(request, call, self.limiter)
 
     async def infer(
-        self, request: Request, fn: Callable[[], np.ndarray], started: float
+        self,
+        request: Request,
+        fn: Callable[[], np.ndarray],
+        started: float,
+        headers: Callable[[], dict[str, str]] | None = None,
     ) -> Response:
-        """Run `fn` off the event loop and answer its image as PNG with the timings."""
+        """Run `fn` off the event loop and answer its image as PNG with the timings (and the
+        `headers` it left, asked for once it has run)."""
         queued = time.perf_counter()
 
         def timed() -> tuple[bytes, float, float]:
@@ -173,7 +183,8 @@ class Studio:
             f"queue;dur={(t0 - queued) * ms:.1f}, infer;dur={(t1 - t0) * ms:.1f}, "
             f"total;dur={(time.perf_counter() - started) * ms:.1f}"
         )
-        return Response(data, media_type="image/png", headers={"Server-Timing": timing})
+        extra = headers() if headers is not None else {}
+        return Response(data, media_type="image/png", headers={"Server-Timing": timing} | extra)
 
 
 async def in_thread(request: Request, fn: Callable[[], T], limiter: anyio.CapacityLimiter) -> T:
@@ -218,7 +229,14 @@ async def face(request: Request) -> Response:
         if len(req.z) != studio.painter.model.arch.z_dim:
             raise ApiError(422, f"z: this model's z has {studio.painter.model.arch.z_dim} numbers")
         z = torch.tensor([req.z], dtype=torch.float32)
-    return await studio.infer(request, lambda: studio.painter.face(rough, req.seed, z), started)
+    redraws = []
+
+    def run() -> np.ndarray:
+        img, how = studio.redrawer.face(req.page, rough, req.seed, z)
+        redraws.append(how)
+        return img
+
+    return await studio.infer(request, run, started, lambda: {"X-Redraw": header(redraws[0])})
 
 
 async def strip(request: Request) -> Response:
@@ -325,12 +343,15 @@ def create_app(
     limits: Limits | None = None,
     model_name: str = "generator",
     allowed_hosts: Sequence[str] | None = None,
+    incremental: str = "auto",
 ) -> ASGIApp:
     """The studio for one painter (a loaded model), inside `Admission` and the security headers
     (outermost, so that even the server-error middleware's 500 passes through them).
 
     `allowed_hosts` (Host header names) guards a loopback server against DNS rebinding: the
     CLI passes the loopback names when it binds 127.0.0.1. None accepts any Host.
+    `incremental` (auto, on, off): whether pages' faces are redrawn incrementally
+    (`spade.studio.redraw`).
     """
     limits = limits or Limits()
     routes = [
@@ -358,5 +379,5 @@ def create_app(
             Exception: server_error,
         },
     )
-    app.state.studio = Studio(painter, limits, model_name)
+    app.state.studio = Studio(painter, limits, model_name, incremental)
     return SecurityHeaders(Admission(app, limits))

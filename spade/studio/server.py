@@ -113,11 +113,16 @@ def make_server(
     *,
     limits: Limits | None = None,
     model_name: str = "generator",
+    incremental: str = "auto",
 ) -> uvicorn.Server:
     """A uvicorn server for the studio; a loopback host only answers to loopback names."""
     limits = limits or Limits()
     app = create_app(
-        painter, limits=limits, model_name=model_name, allowed_hosts=allowed_hosts(host)
+        painter,
+        limits=limits,
+        model_name=model_name,
+        allowed_hosts=allowed_hosts(host),
+        incremental=incremental,
     )
     protocol = type("StudioH11", (DeadlineH11,), {"header_seconds": limits.header_seconds})
     config = uvicorn.Config(
@@ -139,11 +144,14 @@ def running(
     limits: Limits | None = None,
     model_name: str = "generator",
     host: str = "127.0.0.1",
+    incremental: str = "auto",
 ) -> Iterator[str]:
     """The real server in a thread on a free port, for tests, benchmarks and screenshots:
     yields its URL, and stops it at the end."""
     sock = bind(host, 0)
-    server = make_server(painter, host, limits=limits, model_name=model_name)
+    server = make_server(
+        painter, host, limits=limits, model_name=model_name, incremental=incremental
+    )
     # not a daemon: nor are the worker threads it starts, so an exit waits for their last face
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
     thread.start()
@@ -159,7 +167,14 @@ def running(
         thread.join(30)
 
 
-def serve(painter: Painter, host: str, port: int, *, model_name: str = "generator") -> None:
+def serve(
+    painter: Painter,
+    host: str,
+    port: int,
+    *,
+    model_name: str = "generator",
+    incremental: str = "auto",
+) -> None:
     """Run the studio until Ctrl-C."""
     sock = bind(host, port)
     bound_port = sock.getsockname()[1]
@@ -177,5 +192,6 @@ def serve(painter: Painter, host: str, port: int, *, model_name: str = "generato
     )
     # uvicorn shuts down on Ctrl-C / SIGTERM, then re-raises it: a normal stop here.
     with contextlib.suppress(KeyboardInterrupt):
-        make_server(painter, host, model_name=model_name).run(sockets=[sock])
+        server = make_server(painter, host, model_name=model_name, incremental=incremental)
+        server.run(sockets=[sock])
     log.info("studio stopped")

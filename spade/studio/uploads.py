@@ -16,7 +16,7 @@ from typing import Annotated, TypeVar
 import anyio
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 from starlette.requests import Request
 
 from spade.config import Seed
@@ -47,6 +47,9 @@ class Limits:
     requests: int = 64  # in flight at once (idle connections do not count); more get 503
     per_client: int = 8  # arrived whole and waiting or computing, per address; more get 429
     shutdown_seconds: float = 2.0  # for requests in flight to finish when the server stops
+    # Pages' incremental-redraw caches, all together: what any number of clients can add to the
+    # server's memory (two student pages at 256 px; a teacher's page at 256 px does not fit).
+    page_cache_bytes: int = 256 * MiB
 
 
 def _size(n: int) -> str:
@@ -146,15 +149,18 @@ def decode_rough(text: str, size: int) -> np.ndarray:
 M = TypeVar("M", bound=BaseModel)
 
 Z = Annotated[float, Strict(False), Field(allow_inf_nan=False, ge=-100.0, le=100.0)]
+PageId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class FaceRequest(BaseModel):
-    """POST /api/face: the rough, the seed, and optionally a style z (from /api/style)."""
+    """POST /api/face: the rough, the seed, optionally a style z (from /api/style), and
+    optionally the page's id: faces of one page are redrawn incrementally (`spade.incremental`)."""
 
     model_config = ConfigDict(extra="forbid")
     rough: str
     seed: Seed
     z: list[Z] | None = None
+    page: PageId | None = None
 
 
 class StripRequest(BaseModel):

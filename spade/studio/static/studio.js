@@ -195,6 +195,10 @@ function fill(x, y, rgb) {
 let inFlight = false;
 let requested = false;
 let spinnerTimer = 0;
+// This page's id: the server keeps its last face and redraws only what a stroke changed.
+const PAGE = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) =>
+  b.toString(16).padStart(2, "0"),
+).join("");
 
 // Something that changes the face happened: the newest state is sent as soon as possible.
 function wantFace() {
@@ -209,7 +213,12 @@ async function pump() {
   inFlight = true;
   state.busy = "1";
   const version = state.want;
-  const body = JSON.stringify({ rough: rough.toDataURL("image/png"), seed, z: styleZ });
+  const body = JSON.stringify({
+    rough: rough.toDataURL("image/png"),
+    seed,
+    z: styleZ,
+    page: PAGE,
+  });
   const sentSeed = seed;
   const started = performance.now();
   spinnerTimer = setTimeout(() => ($("spinner").hidden = false), SPINNER_MS);
@@ -221,7 +230,7 @@ async function pump() {
     });
     const image = await blobToImageData(await response.blob());
     faceCtx.putImageData(image, 0, 0);
-    showLatency(performance.now() - started, timings(response));
+    showLatency(performance.now() - started, timings(response), response.headers.get("X-Redraw"));
     state.faceSeed = String(sentSeed);
     if (state.error) showMessage("");
   } catch (err) {
@@ -236,10 +245,12 @@ async function pump() {
   }
 }
 
-function showLatency(roundTrip, server) {
+function showLatency(roundTrip, server, redraw) {
   const parts = [`face in ${Math.round(roundTrip)} ms`];
   if (server.total !== undefined) parts.push(`server ${Math.round(server.total)} ms`);
   if (server.infer !== undefined) parts.push(`model ${Math.round(server.infer)} ms`);
+  const recomputed = /^incremental;.*recomputed=([\d.]+)/.exec(redraw || "");
+  if (recomputed) parts.push(`redrew ${Math.round(Number(recomputed[1]) * 100)}%`);
   $("latency").textContent = parts.join(" · ");
   state.latencyMs = String(Math.round(roundTrip));
 }
