@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -421,7 +422,14 @@ def test_run_keys_change_no_byte_of_the_model(shared_run, tmp_path):
     other = LoopRun(num_workers=2, log_every=4, ckpt_every=1, n_samples=1)
     assert all(getattr(other, k) != getattr(TINY_RUN, k) for k in LoopRun.model_fields)
     paths = paths_in(tmp_path, shared_run.data)
-    train(TrainConfig(**SHARED), other, DistEnv(), paths, RECIPE)
+    # In a fresh process, as the stage runs: its loader processes are forked from a clean one,
+    # not from this test process with the whole suite's runtimes and threads loaded.
+    child = multiprocessing.get_context("spawn").Process(
+        target=train, args=(TrainConfig(**SHARED), other, DistEnv(), paths, RECIPE)
+    )
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode == 0
     for file in ("generator", "discriminator", "metrics"):
         assert getattr(paths, file).read_bytes() == getattr(shared_run, file).read_bytes(), file
     assert b"tmp" not in paths.generator.read_bytes()[:4096]  # no temporary name inside
