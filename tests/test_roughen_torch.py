@@ -415,6 +415,7 @@ interpreted_only = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(INTERPRETING, reason="this is the interpreted run")
 def test_kernels_interpreted():
     """The *_interpreted tests below, in a process started with TRITON_INTERPRET=1 (it must be

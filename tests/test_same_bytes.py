@@ -94,6 +94,7 @@ print(cv2.getCPUFeaturesLine(), h.hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_roughs_and_palette_are_the_same_on_every_opencv_path():
     lines = {path: in_fresh_process(ROUGH_DIGEST, OPENCV_CPU_DISABLE=path) for path in OPENCV_PATHS}
     digests = {line.split()[-1] for line in lines.values()}

@@ -79,6 +79,7 @@ def model(styled, tmp_path_factory):
     return load_generator(paths.generator, torch.device("cpu"))[0]
 
 
+@pytest.mark.slow  # a 10-epoch training that learns the styles (about 30 s)
 def test_a_reference_of_each_level_moves_the_face_towards_that_level(styled, probe, model):
     """For every rough, references of each background level give faces the probe places at that
     level more often than references of the other (its probability, averaged over 8 references
@@ -105,6 +106,7 @@ def test_a_reference_of_each_level_moves_the_face_towards_that_level(styled, pro
         assert chance[target] > others + 0.3, (target, chance)
 
 
+@pytest.mark.slow  # a 10-epoch training that learns the styles (about 30 s)
 def test_the_same_reference_gives_the_same_face_and_the_rough_keeps_its_shapes(styled, model):
     root, _ = styled
     roughs, real = (np.load(root / f"{d}/test.npy") for d in ("roughs", "sampled"))

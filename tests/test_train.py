@@ -188,6 +188,7 @@ def run_stage(cwd: Path, *, wait: bool = True):
     return proc
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted_run(pair_data, tmp_path):
     overrides = {"epochs": 4}
     whole = stage_dir(tmp_path / "whole", pair_data, **overrides)
@@ -232,6 +233,7 @@ def test_resuming_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_path):
     assert pd.read_csv(tsv, sep="\t").values.tolist() == [[10, 3.0], [20, 2.0], [30, 0.5]]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(pair_data, tmp_path):
     cwd = stage_dir(tmp_path, pair_data, epochs=50, run={"ckpt_every": 1000})
     proc = run_stage(cwd, wait=False)
@@ -244,6 +246,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(pair_data, tmp_path):
     assert 6 <= ckpt["step"] < 300 and not ckpt["finished"]
 
 
+@pytest.mark.slow
 def test_a_group_sigterm_checkpoints_at_once_and_leaves_no_process(pair_data, tmp_path):
     """`timeout`, Slurm's scancel and `kill -TERM -<pgid>` signal the whole process group,
     data loader workers included: the trainer still checkpoints within seconds, nothing of the
@@ -287,6 +290,7 @@ def weight_distance(a: dict, b: dict) -> float:
     return float((diff / norm).sqrt())
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_one_process_model(pair_data, tmp_path):
     """train.batch_size is the global batch: the same steps, schedule and (up to BatchNorm
     statistics per process on the CPU) the same weights as one process."""
@@ -336,6 +340,7 @@ def test_two_machines_train_the_one_process_model(pair_data, tmp_path):
     assert weight_distance(a["G_ema"], b["G_ema"]) < 0.15  # as for two processes, above
 
 
+@pytest.mark.slow
 def test_machines_need_a_rendezvous_and_must_be_what_the_parameters_say(
     pair_data, tmp_path, monkeypatch
 ):
@@ -431,6 +436,7 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_run_keys_change_no_byte_of_the_model(pair_data, tmp_path):
     """The same params give the same bytes, whatever `run.train` says: loader processes, log
     and checkpoint intervals and logged faces (two epochs: the first epoch's grid comes before
