@@ -89,7 +89,7 @@ class Throughput:
         achieved = rate * self.flops_per_image
         shown = {"img_s": _short(rate), "gflop_s": _short(achieved / 1e9)}
         if self.peak_tflops:
-            shown["mfu"] = f"{achieved / (self.peak_tflops * 1e12):.2%}"
+            shown["mfu"] = _short(100 * achieved / (self.peak_tflops * 1e12)) + "%"
         return shown
 
 

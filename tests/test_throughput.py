@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from spade.config import TrainConfig
@@ -34,3 +36,12 @@ def test_mfu_only_where_the_peak_is_known():
     meter = Throughput(flops_per_image=2e9, peak_tflops=1.0)
     meter.update(10)
     assert set(meter.summary()) == {"img_s", "gflop_s", "mfu"} and meter.summary()["mfu"][-1] == "%"
+
+
+def test_a_small_model_on_a_big_gpu_shows_its_mfu_not_zero():
+    """A tiny network on an H200 reaches a few GFLOP/s of 989 TFLOP/s: the digits must show."""
+    start = time.perf_counter() - 1.0  # 100 images in one second: 5 GFLOP/s
+    meter = Throughput(flops_per_image=5e7, peak_tflops=989.4, start=start)
+    meter.update(100)
+    mfu = float(meter.summary()["mfu"].rstrip("%"))
+    assert 0.0004 < mfu < 0.0006  # 5e9 / 989.4e12 = 0.000505 %
