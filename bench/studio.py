@@ -57,6 +57,7 @@ from spade.strokes import brush_stroke  # noqa: E402
 from spade.studio import Limits  # noqa: E402
 from spade.studio.palette import default_rough, palette  # noqa: E402
 from spade.studio.server import running  # noqa: E402
+from spade.throughput import forward_flops  # noqa: E402
 
 log = logging.getLogger("bench.studio")
 
@@ -86,14 +87,11 @@ class Sample:
 
 
 def giga_macs(model: FaceModel) -> float:
-    """Multiply-accumulates of one face, in billions: PyTorch's FLOP counter (as bench/train.py
-    uses for MFU) over one forward pass, halved."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """Multiply-accumulates of one face, in billions: PyTorch's FLOP counter over one forward
+    pass (`spade.throughput.forward_flops`, as training's MFU counts), halved."""
     size = model.image_size
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.generator(torch.zeros(1, 3, size, size), torch.zeros(1, model.arch.z_dim))
-    return counter.get_total_flops() / 2 / 1e9
+    rough, z = torch.zeros(1, 3, size, size), torch.zeros(1, model.arch.z_dim)
+    return forward_flops(model.generator, rough, z) / 2 / 1e9
 
 
 class Client:

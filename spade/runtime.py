@@ -303,16 +303,21 @@ class OpenVinoRunner:
 GRAPH_RUNTIMES = ("onnx", "openvino")  # run the exported graph, on the CPU
 
 
+def fastest_seconds(fn: Callable[[], object], repeats: int = 2) -> float:
+    """The fastest of `repeats` timed calls of `fn`, in seconds."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def _seconds(runner: Runner, model: FaceModel) -> float:
     """The faster of two timed faces, after a warm-up."""
     cond, z, noise = zero_inputs(model)
     runner(cond, z, noise)
-    times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        runner(cond, z, noise)
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return fastest_seconds(lambda: runner(cond, z, noise))
 
 
 def _build(name: str, model: FaceModel, graph: Callable[[], bytes], dtype: torch.dtype) -> Runner:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ import torch
 from spade.data import to_images, to_model
 from spade.incremental import Canvas, IncrementalGenerator, Redraw
 from spade.painter import Painter
-from spade.runtime import TorchRunner
+from spade.runtime import TorchRunner, fastest_seconds
 from spade.strokes import brush_stroke
 
 log = logging.getLogger(__name__)
@@ -103,15 +102,6 @@ def incremental_off_reason(painter: Painter) -> str | None:
     return None
 
 
-def _best_ms(fn, repeats: int = 2) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * min(times)
-
-
 def stroke_gain(painter: Painter, engine: IncrementalGenerator) -> tuple[float, float]:
     """(ms of a 3 % stroke redrawn incrementally, ms of a whole face through the runner) on
     the starting canvas with seed 0: what `auto` decides by."""
@@ -121,12 +111,13 @@ def stroke_gain(painter: Painter, engine: IncrementalGenerator) -> tuple[float, 
     rough = default_rough(painter.size, colours)
     z, noise = painter.randomness(0)
     cond = to_model(rough[None], CPU)
-    full = _best_ms(lambda: painter.runner(cond, z, noise))
+    full = 1000 * fastest_seconds(lambda: painter.runner(cond, z, noise))
     canvas = engine.capture(cond, z, noise)
     rng, times = np.random.default_rng(0), []
     for i in range(3):  # the first is a warm-up (the first tile shapes)
         rough = brush_stroke(rough, 0.03, colours[i + 1].rgb, rng)
-        times.append(_best_ms(lambda r=rough: engine.redraw(canvas, to_model(r[None], CPU)), 1))
+        stroke = fastest_seconds(lambda r=rough: engine.redraw(canvas, to_model(r[None], CPU)), 1)
+        times.append(1000 * stroke)
     return min(times[1:]), full
 
 
