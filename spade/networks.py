@@ -60,11 +60,43 @@ class RandomStream:
 GLOBAL_RNG = RandomStream()
 
 
+@dataclass(frozen=True)
+class StyleMap:
+    """Where each style code applies: K codes per face and K masks that sum to 1 per pixel.
+
+    `w` is (B, K, D): the mapped codes. `masks` is None when K is 1 (one code everywhere: the
+    plain global style), else {r: (B, K, r, r)}: the full-size masks area-averaged to each
+    block's resolution r, so that at coarse layers a region's edge is a soft blend, not a seam.
+    A SPADE layer's style term is Σ_k mask_k · Linear(w_k), which is Linear(w) at every pixel
+    when there is one code.
+    """
+
+    w: torch.Tensor
+    masks: dict[int, torch.Tensor] | None = None
+
+    @classmethod
+    def build(cls, w: torch.Tensor, masks: torch.Tensor | None, sizes: list[int]) -> StyleMap:
+        """From (B, K, D) codes and (B, K, S, S) masks at full size (None: K must be 1)."""
+        if masks is None:
+            return cls(w)
+        full = masks.shape[-1]
+        return cls(w, {r: F.avg_pool2d(masks, full // r) if r < full else masks for r in sizes})
+
+    def modulation(self, linear: nn.Linear, size: int) -> torch.Tensor:
+        """Linear's per-pixel output at resolution `size`: (B, 2C, 1, 1) for one code, else
+        (B, 2C, size, size)."""
+        per_code = linear(self.w)  # (B, K, 2C)
+        if self.masks is None:
+            return per_code[:, 0, :, None, None]
+        return torch.einsum("bkc,bkhw->bchw", per_code, self.masks[int(size)])
+
+
 class SPADE(nn.Module):
     """Parameter-free BatchNorm, then a per-pixel affine predicted from the rough.
 
-    With `style_dim`, a style vector w adds a per-channel scale and bias to it (AdaIN-like), so
-    z reaches every layer instead of only the 4×4 start, where the SPADE layers can wash it out.
+    With `style_dim`, a style map (`StyleMap`) adds a scale and bias per channel and region to
+    it (AdaIN-like), so z reaches every layer instead of only the 4×4 start, where the SPADE
+    layers can wash it out.
     """
 
     def __init__(self, channels: int, cond_channels: int, hidden: int, style_dim: int = 0):
@@ -75,12 +107,12 @@ class SPADE(nn.Module):
         self.style = nn.Linear(style_dim, 2 * channels) if style_dim else None
 
     def forward(
-        self, x: torch.Tensor, cond: torch.Tensor, w: torch.Tensor | None = None
+        self, x: torch.Tensor, cond: torch.Tensor, style: StyleMap | None = None
     ) -> torch.Tensor:
         cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
         affine = self.gamma_beta(self.shared(cond))  # (B, 2C, H, W)
         if self.style is not None:
-            affine = affine + self.style(w)[:, :, None, None]
+            affine = affine + style.modulation(self.style, x.shape[-1])
         gamma, beta = affine.chunk(2, dim=1)
         return self.norm(x) * (1 + gamma) + beta
 
@@ -117,12 +149,12 @@ class SPADEResBlock(nn.Module):
         self,
         x: torch.Tensor,
         cond: torch.Tensor,
-        w: torch.Tensor | None,
+        style: StyleMap | None,
         noise: torch.Tensor | None,
     ) -> torch.Tensor:
-        skip = self.conv_s(self.norm_s(x, cond, w)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, cond, w), 0.2))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, cond, w), 0.2))
+        skip = self.conv_s(self.norm_s(x, cond, style)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, cond, style), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, cond, style), 0.2))
         return skip + (self.noise(dx, noise) if self.noise is not None else dx)
 
 
@@ -140,6 +172,11 @@ class SpadeGenerator(nn.Module):
     Its randomness is z and one noise map per block; both are drawn from `rng` (z first, then
     the maps in block order) unless given, so a runtime that takes them as inputs (ONNX) and a
     teacher and student that share them see exactly the same numbers.
+
+    Region styles: z may be K codes (B, K, z_dim) with `masks` (B, K, S, S) that sum to 1 per
+    pixel; every SPADE layer then paints each region with its own code (`StyleMap`), and the
+    4×4 start reads the first code (the base style). One code with a mask of ones gives exactly
+    the face of the plain (B, z_dim) z.
     """
 
     def __init__(self, arch: GeneratorArch, image_size: int):
@@ -169,17 +206,24 @@ class SpadeGenerator(nn.Module):
         z: torch.Tensor | None = None,
         rng: RandomStream = GLOBAL_RNG,
         noise: list[torch.Tensor] | None = None,
+        masks: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if z is None:
             z = rng.randn(cond.shape[0], self.arch.z_dim, device=cond.device)
         if noise is None:
             noise = self.draw_noise(rng, cond.shape[0], cond.device)
-        x = self.fc(z).view(z.shape[0], -1, START_SIZE, START_SIZE)  # (B, 16ngf, 4, 4)
-        w = self.mapping(z) if self.mapping is not None else None  # (B, z_dim)
+        codes = z if z.dim() == 3 else z[:, None]  # (B, K, z_dim)
+        if masks is None and codes.shape[1] > 1:
+            raise ValueError("several style codes need masks saying where each one paints")
+        x = self.fc(codes[:, 0]).view(z.shape[0], -1, START_SIZE, START_SIZE)  # (B, 16ngf, 4, 4)
+        style = None
+        if self.mapping is not None:
+            sizes = [START_SIZE * 2**i for i in range(len(self.blocks))]
+            style = StyleMap.build(self.mapping(codes), masks, sizes)  # w: (B, K, z_dim)
         for i, block in enumerate(self.blocks):
             if i > 0:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = block(x, cond, w, noise[i] if noise else None)
+            x = block(x, cond, style, noise[i] if noise else None)
         return torch.tanh(self.to_rgb(F.leaky_relu(x, 0.2)))  # (B, 3, S, S)
 
 
@@ -210,9 +254,23 @@ class StyleEncoder(nn.Module):
         self.fc_mu = nn.Linear(2 * cin, arch.z_dim)
         self.fc_logvar = nn.Linear(2 * cin, arch.z_dim)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ²) of the whole picture, or, with a (B, 1, S, S) `mask`, of the part of it
+        inside the mask (SEAN-like): the 4×4 features are pooled with the mask's area share of
+        each cell as weights (the mean), and over the cells it touches (the max)."""
         h = self.body(image)  # (B, 8nef, 4, 4)
-        h = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)  # (B, 16nef)
+        if mask is None:
+            pooled = [h.mean(dim=(2, 3)), h.amax(dim=(2, 3))]
+        else:
+            weight = F.adaptive_avg_pool2d(mask.to(h.dtype), h.shape[-2:])  # (B, 1, 4, 4)
+            if bool((weight.sum(dim=(2, 3)) == 0).any()):
+                raise ValueError("a style mask must cover at least one pixel")
+            mean = (h * weight).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
+            peak = h.masked_fill(weight == 0, float("-inf")).amax(dim=(2, 3))
+            pooled = [mean, peak]
+        h = torch.cat(pooled, dim=1)  # (B, 16nef)
         return self.fc_mu(h), self.fc_logvar(h)
 
 
@@ -304,10 +362,12 @@ class FaceModel(nn.Module):
         z: torch.Tensor | None = None,
         rng: RandomStream = GLOBAL_RNG,
         noise: list[torch.Tensor] | None = None,
+        masks: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Returns (image, μ, log σ²); μ and log σ² are None unless the encoder saw `style`."""
+        """Returns (image, μ, log σ²); μ and log σ² are None unless the encoder saw `style`.
+        `z` and `masks` may be region codes (`SpadeGenerator`)."""
         mu = logvar = None
         if z is None and style is not None and self.encoder is not None:
             mu, logvar = self.encoder(style)
             z = reparameterize(mu, logvar, rng) if self.training else mu
-        return self.generator(cond, z, rng, noise), mu, logvar
+        return self.generator(cond, z, rng, noise, masks), mu, logvar

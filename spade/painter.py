@@ -10,7 +10,8 @@ every strip from `seed`. The randomness is drawn here, on the CPU, and handed to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from spade.errors import UserError
 from spade.images import resize_square
 from spade.inference import seeded
 from spade.networks import FaceModel, RandomStream
+from spade.regions import code_masks
 from spade.roughen import roughen_image
 from spade.runtime import PRECISIONS, Runner, TorchRunner, make_runner
 
@@ -36,6 +38,15 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
     so = torch.sin(omega)
     return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+@dataclass(frozen=True)
+class RegionStyle:
+    """One region of the rough painted with a style code of its own: an (S, S) bool mask (e.g.
+    `spade.regions.region_at`) and its (1, z_dim) code (`Painter.z_for_seed`, `style_z`)."""
+
+    mask: np.ndarray
+    z: torch.Tensor
 
 
 class Painter:
@@ -73,14 +84,20 @@ class Painter:
         return self._draw_z(seeded(seed))
 
     @torch.inference_mode()
-    def style_z(self, rgb: np.ndarray) -> torch.Tensor:
-        """z of a reference face: the style encoder's mean."""
+    def style_z(self, rgb: np.ndarray, mask: np.ndarray | None = None) -> torch.Tensor:
+        """z of a reference face: the style encoder's mean, of the whole picture or, with an
+        (S, S) bool `mask`, of the part of it inside the mask (a region's reference: the faces
+        are portraits, so the mask of the rough's hair finds the reference's hair)."""
         if not self.has_style_encoder:
             raise UserError(
                 "style from a reference needs a model with the style encoder: "
                 "train with train.arch.use_vae: true"
             )
-        mu, _ = self.model.encoder(to_model(resize_square(rgb, self.size)[None], self.device))
+        picture = to_model(resize_square(rgb, self.size)[None], self.device)
+        inside = None
+        if mask is not None:
+            inside = torch.from_numpy(np.asarray(mask, bool))[None, None].to(self.device)
+        mu, _ = self.model.encoder(picture, inside)
         return mu.cpu()
 
     def randomness(
@@ -93,10 +110,21 @@ class Painter:
         return z.float(), self.model.generator.draw_noise(rng, 1, torch.device("cpu"))
 
     @torch.inference_mode()
-    def face(self, rough: np.ndarray, seed: int, z: torch.Tensor | None = None) -> np.ndarray:
-        """One face; z defaults to the seed's own."""
+    def face(
+        self,
+        rough: np.ndarray,
+        seed: int,
+        z: torch.Tensor | None = None,
+        regions: Sequence[RegionStyle] = (),
+    ) -> np.ndarray:
+        """One face; z (the base style) defaults to the seed's own, and each of `regions` is
+        painted with its own code (a later region wins where two overlap)."""
         z, noise = self.randomness(seed, z)
-        fake = self.runner(to_model(rough[None], torch.device("cpu")), z, noise)
+        masks = None
+        if regions:
+            z = torch.cat([z, *(r.z.float() for r in regions)])[None]  # (1, K, z_dim)
+            masks = code_masks([r.mask for r in regions], self.size)
+        fake = self.runner(to_model(rough[None], torch.device("cpu")), z, noise, masks)
         return to_images(fake)[0]
 
     def strip(self, rough: np.ndarray, seed: int, seed_to: int, k: int) -> list[np.ndarray]:

@@ -60,8 +60,15 @@ class Runner(Protocol):
     name: str
     dtype: torch.dtype
 
-    def __call__(self, cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor]):
-        """(B, 3, S, S) rough in [-1, 1], (B, z_dim) z, per-layer noise → (B, 3, S, S) face."""
+    def __call__(
+        self,
+        cond: torch.Tensor,
+        z: torch.Tensor,
+        noise: list[torch.Tensor],
+        masks: torch.Tensor | None = None,
+    ):
+        """(B, 3, S, S) rough in [-1, 1], (B, z_dim) z — or (B, K, z_dim) region codes with
+        their (B, K, S, S) `masks` — and per-layer noise → (B, 3, S, S) face."""
 
 
 class TorchRunner:
@@ -76,20 +83,31 @@ class TorchRunner:
             self.generator = copy.deepcopy(model.generator).to(dtype)
 
     @torch.inference_mode()
-    def __call__(self, cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor]):
+    def __call__(
+        self,
+        cond: torch.Tensor,
+        z: torch.Tensor,
+        noise: list[torch.Tensor],
+        masks: torch.Tensor | None = None,
+    ):
         move = {"device": self.device, "dtype": self.dtype}
-        return self.generator(cond.to(**move), z.to(**move), noise=[n.to(**move) for n in noise])
+        noise = [n.to(**move) for n in noise]
+        masks = masks.to(**move) if masks is not None else None
+        return self.generator(cond.to(**move), z.to(**move), noise=noise, masks=masks)
 
 
 class _Traceable(nn.Module):
-    """forward(cond, z, *noise): the generator with its randomness as inputs."""
+    """forward(cond, z, masks, *noise): the generator with its randomness and its region
+    codes as inputs (z: (B, K, z_dim), masks: (B, K, S, S); one code is a mask of ones)."""
 
     def __init__(self, generator: SpadeGenerator):
         super().__init__()
         self.generator = generator
 
-    def forward(self, cond: torch.Tensor, z: torch.Tensor, *noise: torch.Tensor) -> torch.Tensor:
-        return self.generator(cond, z, noise=list(noise))
+    def forward(
+        self, cond: torch.Tensor, z: torch.Tensor, masks: torch.Tensor, *noise: torch.Tensor
+    ) -> torch.Tensor:
+        return self.generator(cond, z, noise=list(noise), masks=masks)
 
 
 def zero_inputs(model: FaceModel) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
@@ -97,6 +115,17 @@ def zero_inputs(model: FaceModel) -> tuple[torch.Tensor, torch.Tensor, list[torc
     size = model.image_size
     noise = [torch.zeros(shape) for shape in model.generator.noise_shapes(1)]
     return torch.zeros(1, 3, size, size), torch.zeros(1, model.arch.z_dim), noise
+
+
+def region_inputs(
+    z: torch.Tensor, masks: torch.Tensor | None, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The graph's z and masks inputs: (B, K, z_dim) codes and (B, K, S, S) masks; a plain
+    (B, z_dim) z is one code with a mask of ones."""
+    if z.dim() == 3:
+        assert masks is not None, "region codes come with their masks"
+        return z, masks
+    return z[:, None], torch.ones(len(z), 1, size, size)
 
 
 def onnx_bytes(model: FaceModel) -> bytes:
@@ -110,20 +139,23 @@ def onnx_bytes(model: FaceModel) -> bytes:
         if parametrize.is_parametrized(module, "weight"):  # spectral norm: its eval-mode weight
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     cond, z, noise = zero_inputs(model)
+    z, masks = region_inputs(z, None, model.image_size)
     names = [f"noise{i}" for i in range(len(noise))]
     batch = {0: "batch"}
+    codes = {0: "batch", 1: "codes"}
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
         torch.onnx.export(
             _Traceable(generator),
-            (cond, z, *noise),
+            (cond, z, masks, *noise),
             buf,
             dynamo=False,
             opset_version=OPSET,
-            input_names=["rough", "z", *names],
+            input_names=["rough", "z", "masks", *names],
             output_names=["face"],
-            dynamic_axes={name: batch for name in ["rough", "z", *names, "face"]},
+            dynamic_axes={"z": codes, "masks": codes}
+            | {name: batch for name in ["rough", *names, "face"]},
         )
     return buf.getvalue()
 
@@ -244,8 +276,12 @@ def _onednn_may_use_bf16() -> bool:
     return cap in ("ALL", "DEFAULT") or any(k in cap for k in ("BF16", "FP16", "AMX", "AVX10"))
 
 
-def _inputs(cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor]) -> list:
-    return [a.float().cpu().numpy() for a in (cond, z, *noise)]
+def _inputs(
+    cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor], masks: torch.Tensor | None
+) -> list:
+    """The graph's inputs, in its order: rough, z and masks (`region_inputs`), noise."""
+    z, masks = region_inputs(z, masks, cond.shape[-1])
+    return [a.float().cpu().numpy() for a in (cond, z, masks, *noise)]
 
 
 class OnnxRunner:
@@ -262,41 +298,75 @@ class OnnxRunner:
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
 
-    def __call__(self, cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor]):
-        feed = dict(zip(self.names, _inputs(cond, z, noise), strict=True))
+    def __call__(
+        self,
+        cond: torch.Tensor,
+        z: torch.Tensor,
+        noise: list[torch.Tensor],
+        masks: torch.Tensor | None = None,
+    ):
+        feed = dict(zip(self.names, _inputs(cond, z, noise, masks), strict=True))
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 
 class OpenVinoRunner:
     """The ONNX graph compiled by OpenVINO for the CPU, one face at a time, in fp32 or bf16
     (bf16 runs on AMX units where the CPU has them: several times faster, within a few levels
-    in 255 of fp32; a CPU without native bf16 computes fp32, and `dtype` says so)."""
+    in 255 of fp32; a CPU without native bf16 computes fp32, and `dtype` says so).
+
+    Every shape is static, so OpenVINO plans each layer once: the graph is compiled for one
+    face with one style code at load time, and again, once, for each other number of region
+    codes when a face first asks for it."""
 
     name = "openvino"
 
     def __init__(self, graph: bytes, dtype: torch.dtype):
-        ov = _import("openvino", self.name)
+        self.ov = _import("openvino", self.name)
         if dtype == torch.bfloat16 and not native_bf16(torch.device("cpu")):
             log.warning("this CPU does not compute bf16 natively: OpenVINO computes in fp32")
             dtype = torch.float32
-        core = ov.Core()
-        network = core.read_model(graph)
-        network.reshape({i.get_any_name(): [1, *i.get_partial_shape()[1:]] for i in network.inputs})
-        hint = "bf16" if dtype == torch.bfloat16 else "f32"
-        config = {
-            "INFERENCE_PRECISION_HINT": hint,
+        self.core = self.ov.Core()
+        self.graph = graph
+        self.config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if dtype == torch.bfloat16 else "f32",
             "INFERENCE_NUM_THREADS": torch.get_num_threads(),
             "PERFORMANCE_HINT": "LATENCY",
         }
-        self.compiled = core.compile_model(network, "CPU", config)
-        computed = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what it runs in
-        self.dtype = torch.bfloat16 if computed == ov.Type.bf16 else torch.float32
+        self.by_codes: dict[int, object] = {}
+        computed = self._compiled(1).get_property("INFERENCE_PRECISION_HINT")  # what it runs in
+        self.dtype = torch.bfloat16 if computed == self.ov.Type.bf16 else torch.float32
 
-    def __call__(self, cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor]):
-        faces = [
-            self.compiled(_inputs(c[None], zz[None], [n[i : i + 1] for n in noise]))[0]
-            for i, (c, zz) in enumerate(zip(cond, z, strict=True))
-        ]
+    def _compiled(self, codes: int):
+        """The graph compiled for one face with `codes` style codes."""
+        if codes not in self.by_codes:
+            network = self.core.read_model(self.graph)
+            shapes = {}
+            for i in network.inputs:
+                shape = [1, *i.get_partial_shape()[1:]]
+                if i.get_any_name() in ("z", "masks"):
+                    shape[1] = codes
+                shapes[i.get_any_name()] = shape
+            network.reshape(shapes)
+            self.by_codes[codes] = self.core.compile_model(network, "CPU", self.config)
+        return self.by_codes[codes]
+
+    def __call__(
+        self,
+        cond: torch.Tensor,
+        z: torch.Tensor,
+        noise: list[torch.Tensor],
+        masks: torch.Tensor | None = None,
+    ):
+        faces = []
+        for i in range(len(cond)):
+            one = slice(i, i + 1)
+            inputs = _inputs(
+                cond[one],
+                z[one],
+                [n[one] for n in noise],
+                masks[one] if masks is not None else None,
+            )
+            faces.append(self._compiled(inputs[1].shape[1])(inputs)[0])
         return torch.from_numpy(np.concatenate(faces))
 
 
