@@ -24,6 +24,15 @@ def _seed(text: str) -> int:
     return value
 
 
+def _region(text: str):
+    from spade.generate import RegionSpec
+
+    try:
+        return RegionSpec.parse(text, MAX_SEED)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
@@ -53,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--roughen", action="store_true", help="roughen ordinary pictures first")
     g.add_argument("--seed", type=_seed, default=0, help=f"style seed, 0..{MAX_SEED}")
     g.add_argument("--style", type=Path, help="take z from this reference face (needs use_vae)")
+    g.add_argument(
+        "--region",
+        type=_region,
+        action="append",
+        default=[],
+        metavar="WHERE=STYLE",
+        help="restyle one region of the rough: WHERE is a point X,Y of the input (the "
+        "flat-colour blob under it) or a colour #RRGGBB of the rough; STYLE is seed:N or a "
+        "reference picture (its style inside that region); repeat for more regions",
+    )
     g.add_argument(
         "--interpolate",
         type=int,
@@ -113,6 +132,8 @@ def _generate(args: argparse.Namespace) -> None:
         raise UserError(f"--interpolate K needs K >= 2 and K <= {MAX_INTERPOLATE}")
     if args.style and args.interpolate:
         raise UserError("--style and --interpolate cannot be combined")
+    if args.region and args.interpolate:
+        raise UserError("--region and --interpolate cannot be combined")
     if args.seed_to is not None and not args.interpolate:
         raise UserError("--seed-to is the end of a strip: use it with --interpolate K")
     if args.seed_to is None and args.seed == MAX_SEED and args.interpolate:
@@ -124,6 +145,7 @@ def _generate(args: argparse.Namespace) -> None:
         seed=args.seed,
         roughen=args.roughen,
         style=args.style,
+        regions=tuple(args.region),
         interpolate=args.interpolate,
         seed_to=args.seed_to,
         save_rough=args.save_rough,

@@ -268,6 +268,9 @@ class LoopConfig(Section):
     lambda_fm: Number = Field(10.0, ge=0.0)
     lambda_l1: Number = Field(100.0, ge=0.0)
     lambda_vgg: Number = Field(10.0, ge=0.0)
+    # regional style mixing: the share of faces whose random half of the rough's regions is
+    # painted with a second, random style code (spade.regions.random_region_masks)
+    region_mix: Number = Field(0.5, ge=0.0, le=1.0)
     # optimisation
     lr_g: Number = Field(1e-4, gt=0.0)
     lr_d: Number = Field(4e-4, gt=0.0)

@@ -38,7 +38,14 @@ from spade.networks import (
     reparameterize,
 )
 from spade.paths import DISTILL_CHECKPOINT, DISTILL_LIVE, DISTILL_METRICS, STUDENT
-from spade.steps import Losses, adversarial_losses, autocast, discriminator_phase, generator_phase
+from spade.steps import (
+    Losses,
+    adversarial_losses,
+    autocast,
+    discriminator_phase,
+    generator_phase,
+    region_mix,
+)
 from spade.train import Job, TrainPaths, TrainResult, fit
 from spade.train_state import TrainState, build_state
 
@@ -104,17 +111,22 @@ def distill_step(
     …, in block order) for the logs."""
     teacher = state.teacher
     assert teacher is not None and state.adapters is not None
+    mix = region_mix(rough, cfg, rng)
     with torch.no_grad(), autocast(cfg, rough.device):
         mu, logvar = teacher.encoder(real)
         z = reparameterize(mu, logvar, rng)
+        masks = None
+        if mix is not None:  # as in training: a second, random code where `mix` is 1
+            z = torch.stack([z, rng.randn(*z.shape, device=z.device, dtype=z.dtype)], dim=1)
+            masks = torch.cat([1 - mix, mix], dim=1)
         noise = teacher.generator.draw_noise(rng, len(rough), rough.device)
         with block_outputs(teacher.generator) as target:
-            taught = teacher.generator(rough, z, noise=noise)
+            taught = teacher.generator(rough, z, noise=noise, masks=masks)
     with autocast(cfg, rough.device), block_outputs(state.bare_g.generator) as features:
-        fake, _, _ = state.g(rough, z=z, noise=noise)
+        fake, _, _ = state.g(rough, z=z, noise=noise, masks=masks)
     loss_d, real_out = discriminator_phase(state, fake, rough, real, cfg)
     with autocast(cfg, rough.device):
-        losses = adversarial_losses(state, fake, rough, real, real_out, cfg)
+        losses = adversarial_losses(state, fake, rough, real, real_out, cfg, mix)
         if cfg.lambda_teacher > 0:
             losses["teacher"] = cfg.lambda_teacher * F.l1_loss(fake.float(), taught.float())
         if cfg.lambda_feat > 0:

@@ -30,13 +30,29 @@ def g_hinge_loss(fake: DOutputs) -> torch.Tensor:
     return torch.stack([-f[-1].mean() for f in fake]).mean()
 
 
-def feature_matching_loss(real: DOutputs, fake: DOutputs) -> torch.Tensor:
-    """L1 between D's intermediate features of fake and (detached) real, averaged over scales."""
+def feature_matching_loss(
+    real: DOutputs, fake: DOutputs, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L1 between D's intermediate features of fake and (detached) real, averaged over scales;
+    with a (B, 1, S, S) `weight`, a weighted mean (`masked_l1`) with the weight area-averaged
+    to each feature map."""
     total = fake[0][0].new_zeros(())
     for r_scale, f_scale in zip(real, fake, strict=True):
         for r, f in zip(r_scale[:-1], f_scale[:-1], strict=True):
-            total = total + F.l1_loss(f, r.detach())
+            if weight is None:
+                total = total + F.l1_loss(f, r.detach())
+            else:
+                total = total + masked_l1(
+                    f, r.detach(), F.adaptive_avg_pool2d(weight, f.shape[-2:])
+                )
     return total / len(fake)
+
+
+def masked_l1(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Σ w·|x − y| / Σ w over (B, C, H, W) with a (B, 1, H, W) weight: the mean L1 over the
+    weighted pixels (F.l1_loss's value when the weight is all ones)."""
+    total = (weight * (x.float() - y.float()).abs()).sum()
+    return total / (weight.sum() * x.shape[1]).clamp_min(1e-8)
 
 
 def mode_seeking_loss(

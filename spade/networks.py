@@ -363,11 +363,18 @@ class FaceModel(nn.Module):
         rng: RandomStream = GLOBAL_RNG,
         noise: list[torch.Tensor] | None = None,
         masks: torch.Tensor | None = None,
+        mix: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Returns (image, μ, log σ²); μ and log σ² are None unless the encoder saw `style`.
-        `z` and `masks` may be region codes (`SpadeGenerator`)."""
+        `z` and `masks` may be region codes (`SpadeGenerator`); in training, a (B, 1, S, S)
+        `mix` (`spade.regions.random_region_masks`) paints its pixels with a second, random
+        code drawn from `rng`."""
         mu = logvar = None
         if z is None and style is not None and self.encoder is not None:
             mu, logvar = self.encoder(style)
             z = reparameterize(mu, logvar, rng) if self.training else mu
+        if mix is not None:  # regional style mixing: a random code paints where `mix` is 1
+            base = z if z is not None else rng.randn(len(cond), self.arch.z_dim, device=cond.device)
+            other = rng.randn(*base.shape, device=cond.device, dtype=base.dtype)
+            z, masks = torch.stack([base, other], dim=1), torch.cat([1 - mix, mix], dim=1)
         return self.generator(cond, z, rng, noise, masks), mu, logvar

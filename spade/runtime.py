@@ -278,10 +278,13 @@ def _onednn_may_use_bf16() -> bool:
 
 def _inputs(
     cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor], masks: torch.Tensor | None
-) -> list:
-    """The graph's inputs, in its order: rough, z and masks (`region_inputs`), noise."""
+) -> dict[str, np.ndarray]:
+    """The graph's inputs by name: rough, z and masks (`region_inputs`), noise0, noise1…
+    A graph keeps only the inputs its model reads (no masks without per-layer style), so
+    runners feed the names their graph has."""
     z, masks = region_inputs(z, masks, cond.shape[-1])
-    return [a.float().cpu().numpy() for a in (cond, z, masks, *noise)]
+    named = {"rough": cond, "z": z, "masks": masks} | {f"noise{i}": n for i, n in enumerate(noise)}
+    return {k: v.float().cpu().numpy() for k, v in named.items()}
 
 
 class OnnxRunner:
@@ -305,7 +308,8 @@ class OnnxRunner:
         noise: list[torch.Tensor],
         masks: torch.Tensor | None = None,
     ):
-        feed = dict(zip(self.names, _inputs(cond, z, noise, masks), strict=True))
+        given = _inputs(cond, z, noise, masks)
+        feed = {name: given[name] for name in self.names}
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 
@@ -343,7 +347,7 @@ class OpenVinoRunner:
             shapes = {}
             for i in network.inputs:
                 shape = [1, *i.get_partial_shape()[1:]]
-                if i.get_any_name() in ("z", "masks"):
+                if i.get_names() & {"z", "masks"}:
                     shape[1] = codes
                 shapes[i.get_any_name()] = shape
             network.reshape(shapes)
@@ -360,13 +364,15 @@ class OpenVinoRunner:
         faces = []
         for i in range(len(cond)):
             one = slice(i, i + 1)
-            inputs = _inputs(
+            given = _inputs(
                 cond[one],
                 z[one],
                 [n[one] for n in noise],
                 masks[one] if masks is not None else None,
             )
-            faces.append(self._compiled(inputs[1].shape[1])(inputs)[0])
+            compiled = self._compiled(given["z"].shape[1])
+            feed = [given[(i.get_names() & given.keys()).pop()] for i in compiled.inputs]
+            faces.append(compiled(feed)[0])
         return torch.from_numpy(np.concatenate(faces))
 
 

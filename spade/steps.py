@@ -21,9 +21,11 @@ from spade.losses import (
     feature_matching_loss,
     g_hinge_loss,
     kl_loss,
+    masked_l1,
     mode_seeking_loss,
 )
 from spade.networks import GLOBAL_RNG, RandomStream
+from spade.regions import random_region_masks
 from spade.train_state import TrainState
 
 Losses = dict[str, torch.Tensor]
@@ -60,21 +62,35 @@ def adversarial_losses(
     real: torch.Tensor,
     real_out: DOutputs,
     cfg: LoopConfig,
+    mix: torch.Tensor | None = None,
 ) -> Losses:
     """The generator's losses every run has: hinge GAN, feature matching, L1 and VGG to the
-    real face. D is frozen and used unwrapped, so DDP only syncs the generator's gradients."""
+    real face. D is frozen and used unwrapped, so DDP only syncs the generator's gradients.
+
+    With regional mixing, the pixels `mix` gave another style (`mix` is 1) look like no real
+    face: the GAN loss alone judges them, feature matching and L1 weigh the rest, and VGG sees
+    only the faces that were not mixed."""
     d = state.bare_d
     d.requires_grad_(False)
     fake_out = d(torch.cat([fake, rough], 1))
     d.requires_grad_(True)
+    keep = None if mix is None else 1 - mix
     losses = {"gan": cfg.lambda_gan * g_hinge_loss(fake_out)}
     if cfg.lambda_fm > 0:
-        losses["fm"] = cfg.lambda_fm * feature_matching_loss(real_out, fake_out)
+        losses["fm"] = cfg.lambda_fm * feature_matching_loss(real_out, fake_out, keep)
     if cfg.lambda_l1 > 0:
-        losses["l1"] = cfg.lambda_l1 * F.l1_loss(fake.float(), real)
+        l1 = F.l1_loss(fake.float(), real) if keep is None else masked_l1(fake, real, keep)
+        losses["l1"] = cfg.lambda_l1 * l1
     if state.vgg is not None:
-        losses["vgg"] = cfg.lambda_vgg * state.vgg(fake.float(), real)
+        whole = slice(None) if mix is None else mix.flatten(1).amax(1) == 0
+        losses["vgg"] = cfg.lambda_vgg * state.vgg(fake[whole].float(), real[whole])
     return losses
+
+
+def region_mix(rough: torch.Tensor, cfg: LoopConfig, rng: RandomStream) -> torch.Tensor | None:
+    """The batch's regional-mixing masks (`spade.regions.random_region_masks`), or None when
+    `region_mix` is off."""
+    return random_region_masks(rough, cfg.region_mix, rng) if cfg.region_mix > 0 else None
 
 
 def generator_phase(state: TrainState, loss_d: torch.Tensor, losses: Losses) -> Losses:
@@ -98,17 +114,20 @@ def train_step(
     cfg: TrainConfig,
     rng: RandomStream = GLOBAL_RNG,
 ) -> Losses:
-    """One GAN step: z from the style encoder (with `use_vae`) or drawn; with mode seeking, a
-    second face from another z for half the batch."""
+    """One GAN step: z from the style encoder (with `use_vae`) or drawn, and a second, random
+    z in the regions `region_mix` picks; with mode seeking, a second face from another z for
+    half the batch."""
+    mix = None
     with autocast(cfg, rough.device):
         if cfg.lambda_ms > 0:
             fake, fake_b, z, z_b = _two_styles(state, rough, cfg, rng)
             mu = logvar = None
         else:
-            fake, mu, logvar = state.g(rough, style=real, rng=rng)
+            mix = region_mix(rough, cfg, rng)
+            fake, mu, logvar = state.g(rough, style=real, rng=rng, mix=mix)
     loss_d, real_out = discriminator_phase(state, fake, rough, real, cfg)
     with autocast(cfg, rough.device):
-        losses = adversarial_losses(state, fake, rough, real, real_out, cfg)
+        losses = adversarial_losses(state, fake, rough, real, real_out, cfg, mix)
         if mu is not None:
             losses["kl"] = cfg.lambda_kl * kl_loss(mu.float(), logvar.float())
         if cfg.lambda_ms > 0:

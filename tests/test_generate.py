@@ -398,3 +398,47 @@ def test_a_model_that_is_a_device_or_a_pipe_says_so(tmp_path, caplog, special):
     args = [tmp_path / "mine.png", "--model", special, "--out", tmp_path / "out"]
     expect_error(caplog, args, f"{special} is not a regular file (a pipe or a device); give a")
     assert "not found" not in caplog.text
+
+
+HAIR = "45,20"  # a point in hand_drawn_rough's hair (above the face)
+
+
+def test_a_region_takes_its_own_style_and_the_rest_stays(vae_model_path, pair_data, tmp_path):
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    save_png(tmp_path / "ref.png", np.load(pair_data / "sampled/test.npy")[3])
+    faces = {}
+    for name, extra in [
+        ("plain", []),
+        ("seed", ["--region", f"{HAIR}=seed:7"]),
+        ("ref", ["--region", f"{HAIR}={tmp_path / 'ref.png'}"]),
+        ("color", ["--region", "#c83c8c=seed:7"]),  # every pixel of the hair's colour
+    ]:
+        out = tmp_path / name
+        generate(tmp_path / "mine.png", "--model", vae_model_path, "--out", out, *extra)
+        faces[name] = read_rgb(out / "mine.png").astype(int)
+    rough = resize_square(hand_drawn_rough(), 32)
+    hair = (rough == (200, 60, 140)).all(-1)
+    far = cv2.dilate(hair.astype(np.uint8), np.ones((9, 9), np.uint8)) == 0  # 5+ px from it
+    for name in ("seed", "ref", "color"):
+        change = np.abs(faces[name] - faces["plain"]).max(-1)
+        assert change[hair].mean() > 4 * max(change[far].mean(), 0.5), name
+
+
+def test_region_mistakes_are_one_clear_line(vae_model_path, model_path, tmp_path, caplog, capsys):
+    save_png(tmp_path / "mine.png", hand_drawn_rough())
+    m = [tmp_path / "mine.png", "--model", vae_model_path, "--out", tmp_path / "out"]
+    expect_error(caplog, [*m, "--region", "200,20=seed:1"], "is outside the centred 90×90")
+    expect_error(caplog, [*m, "--region", "#010203=seed:1"], "no pixel of colour #010203")
+    expect_error(caplog, [*m, "--region", f"{HAIR}={tmp_path / 'nope.png'}"], "nope.png")
+    expect_error(caplog, [*m, "--region", f"{HAIR}=seed:1", "--interpolate", 3], "--interpolate")
+    plain = [tmp_path / "mine.png", "--model", model_path, "--out", tmp_path / "p"]
+    expect_error(caplog, [*plain, "--region", f"{HAIR}=seed:1"], "z_every_layer")
+    for bad, says in [
+        ("45,20", "WHERE=STYLE"),
+        ("here=seed:1", "neither a point"),
+        ("45,20=seed:x", "the seed must be"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            generate(*m, "--region", bad)
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "out" / "mine.png").exists()

@@ -133,9 +133,9 @@ class GraphLike:
     def __init__(self, model):
         self.inner, self.calls = TorchRunner(model), 0
 
-    def __call__(self, cond, z, noise):
+    def __call__(self, cond, z, noise, masks=None):
         self.calls += 1
-        return self.inner(cond, z, noise)
+        return self.inner(cond, z, noise, masks)
 
 
 def test_with_an_exported_graph_full_faces_stay_on_it(tiny_painter):
