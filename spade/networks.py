@@ -88,7 +88,9 @@ class StyleMap:
         per_code = linear(self.w)  # (B, K, 2C)
         if self.masks is None:
             return per_code[:, 0, :, None, None]
-        return torch.einsum("bkc,bkhw->bchw", per_code, self.masks[int(size)])
+        masks = self.masks[int(size)]  # (B, K, r, r)
+        mixed = per_code.transpose(1, 2) @ masks.flatten(2)  # (B, 2C, r·r)
+        return mixed.view(*mixed.shape[:2], *masks.shape[2:])
 
 
 class SPADE(nn.Module):

@@ -97,12 +97,19 @@ class TorchRunner:
 
 
 class _Traceable(nn.Module):
-    """forward(cond, z, masks, *noise): the generator with its randomness and its region
-    codes as inputs (z: (B, K, z_dim), masks: (B, K, S, S); one code is a mask of ones)."""
+    """forward(cond, z, *noise): the generator with its randomness as inputs."""
 
     def __init__(self, generator: SpadeGenerator):
         super().__init__()
         self.generator = generator
+
+    def forward(self, cond: torch.Tensor, z: torch.Tensor, *noise: torch.Tensor) -> torch.Tensor:
+        return self.generator(cond, z, noise=list(noise))
+
+
+class _RegionTraceable(_Traceable):
+    """forward(cond, z, masks, *noise): with region codes (z: (B, K, z_dim), masks: (B, K, S,
+    S)) as inputs too."""
 
     def forward(
         self, cond: torch.Tensor, z: torch.Tensor, masks: torch.Tensor, *noise: torch.Tensor
@@ -117,19 +124,13 @@ def zero_inputs(model: FaceModel) -> tuple[torch.Tensor, torch.Tensor, list[torc
     return torch.zeros(1, 3, size, size), torch.zeros(1, model.arch.z_dim), noise
 
 
-def region_inputs(
-    z: torch.Tensor, masks: torch.Tensor | None, size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The graph's z and masks inputs: (B, K, z_dim) codes and (B, K, S, S) masks; a plain
-    (B, z_dim) z is one code with a mask of ones."""
-    if z.dim() == 3:
-        assert masks is not None, "region codes come with their masks"
-        return z, masks
-    return z[:, None], torch.ones(len(z), 1, size, size)
+def onnx_bytes(model: FaceModel, regional: bool = False) -> bytes:
+    """The generator as an ONNX graph (fp32, batch size free), spectral norm folded in.
 
-
-def onnx_bytes(model: FaceModel) -> bytes:
-    """The generator as an ONNX graph (fp32, batch size free), spectral norm folded in."""
+    Two graphs: the plain one takes one (B, z_dim) style code; the `regional` one also takes
+    K codes and their masks (B, K, S, S), K free. Painting with one code is most of the work,
+    and the plain graph spares it the masks' pass over every SPADE layer's affine map (about
+    20% of the student's time at 256 px)."""
     # A new instance, not a deepcopy: removing a parametrization edits the module's class,
     # which a deepcopy shares with the original.
     generator = SpadeGenerator(model.arch, model.image_size)
@@ -139,23 +140,28 @@ def onnx_bytes(model: FaceModel) -> bytes:
         if parametrize.is_parametrized(module, "weight"):  # spectral norm: its eval-mode weight
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     cond, z, noise = zero_inputs(model)
-    z, masks = region_inputs(z, None, model.image_size)
     names = [f"noise{i}" for i in range(len(noise))]
     batch = {0: "batch"}
-    codes = {0: "batch", 1: "codes"}
+    axes = {name: batch for name in ["rough", "z", *names, "face"]}
+    module, inputs, input_names = _Traceable(generator), (cond, z, *noise), ["rough", "z", *names]
+    if regional:
+        codes = torch.zeros(1, 2, model.arch.z_dim)
+        masks = torch.full((1, 2, model.image_size, model.image_size), 0.5)
+        module, inputs = _RegionTraceable(generator), (cond, codes, masks, *noise)
+        input_names = ["rough", "z", "masks", *names]
+        axes |= {"z": {0: "batch", 1: "codes"}, "masks": {0: "batch", 1: "codes"}}
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
         torch.onnx.export(
-            _Traceable(generator),
-            (cond, z, masks, *noise),
+            module,
+            inputs,
             buf,
             dynamo=False,
             opset_version=OPSET,
-            input_names=["rough", "z", "masks", *names],
+            input_names=input_names,
             output_names=["face"],
-            dynamic_axes={"z": codes, "masks": codes}
-            | {name: batch for name in ["rough", *names, "face"]},
+            dynamic_axes=axes,
         )
     return buf.getvalue()
 
@@ -205,15 +211,16 @@ def _evict(folder: Path, keep: int) -> None:
             old.with_suffix(".sha256").unlink(missing_ok=True)
 
 
-def onnx_graph(model: FaceModel, cache_dir: Path | None = None) -> bytes:
-    """The ONNX graph of `model`: from the cache when a verified copy is there, else exported
-    and cached (when the cache cannot be written — read-only, full — exported on each start)."""
+def onnx_graph(model: FaceModel, cache_dir: Path | None = None, regional: bool = False) -> bytes:
+    """The ONNX graph of `model` (`onnx_bytes`): from the cache when a verified copy is there,
+    else exported and cached (when the cache cannot be written — read-only, full — exported on
+    each start)."""
     folder = cache_dir or user_cache_dir("onnx")
-    path = folder / f"{graph_key(model)}.onnx"
+    path = folder / f"{graph_key(model)}{'-regions' if regional else ''}.onnx"
     if (data := _cached(path)) is not None:
         return data
     t0 = time.perf_counter()
-    data = onnx_bytes(model)
+    data = onnx_bytes(model, regional)
     try:  # the checksum first: a graph never appears without one
         write_bytes(path.with_suffix(".sha256"), f"{_sha256(data)}\n".encode())
         write_bytes(path, data)
@@ -276,30 +283,41 @@ def _onednn_may_use_bf16() -> bool:
     return cap in ("ALL", "DEFAULT") or any(k in cap for k in ("BF16", "FP16", "AMX", "AVX10"))
 
 
+Graphs = Callable[[bool], bytes]  # regional → the ONNX graph (`onnx_bytes`)
+
+
 def _inputs(
     cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor], masks: torch.Tensor | None
 ) -> dict[str, np.ndarray]:
-    """The graph's inputs by name: rough, z and masks (`region_inputs`), noise0, noise1…
+    """The graphs' inputs by name: rough, z, masks (region codes only), noise0, noise1…
     A graph keeps only the inputs its model reads (no masks without per-layer style), so
     runners feed the names their graph has."""
-    z, masks = region_inputs(z, masks, cond.shape[-1])
-    named = {"rough": cond, "z": z, "masks": masks} | {f"noise{i}": n for i, n in enumerate(noise)}
+    named = {"rough": cond, "z": z} | ({"masks": masks} if masks is not None else {})
+    named |= {f"noise{i}": n for i, n in enumerate(noise)}
     return {k: v.float().cpu().numpy() for k, v in named.items()}
 
 
 class OnnxRunner:
-    """The ONNX graph on ONNX Runtime's CPU provider, in fp32."""
+    """The ONNX graphs on ONNX Runtime's CPU provider, in fp32: the plain one loaded at once,
+    the regional one when a face first has region codes."""
 
     name = "onnx"
     dtype = torch.float32
 
-    def __init__(self, graph: bytes):
-        ort = _import("onnxruntime", self.name)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.log_severity_level = 3  # errors only
-        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-        self.names = [i.name for i in self.session.get_inputs()]
+    def __init__(self, graphs: Graphs):
+        self.ort = _import("onnxruntime", self.name)
+        self.graphs = graphs
+        self.sessions: dict[bool, object] = {}
+        self._session(regional=False)
+
+    def _session(self, regional: bool):
+        if regional not in self.sessions:
+            options = self.ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.log_severity_level = 3  # errors only
+            graph, cpu = self.graphs(regional), ["CPUExecutionProvider"]
+            self.sessions[regional] = self.ort.InferenceSession(graph, options, providers=cpu)
+        return self.sessions[regional]
 
     def __call__(
         self,
@@ -308,9 +326,10 @@ class OnnxRunner:
         noise: list[torch.Tensor],
         masks: torch.Tensor | None = None,
     ):
+        session = self._session(regional=masks is not None)
         given = _inputs(cond, z, noise, masks)
-        feed = {name: given[name] for name in self.names}
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        feed = {i.name: given[i.name] for i in session.get_inputs()}
+        return torch.from_numpy(session.run(None, feed)[0])
 
 
 class OpenVinoRunner:
@@ -318,36 +337,37 @@ class OpenVinoRunner:
     (bf16 runs on AMX units where the CPU has them: several times faster, within a few levels
     in 255 of fp32; a CPU without native bf16 computes fp32, and `dtype` says so).
 
-    Every shape is static, so OpenVINO plans each layer once: the graph is compiled for one
-    face with one style code at load time, and again, once, for each other number of region
-    codes when a face first asks for it."""
+    Every shape is static, so OpenVINO plans each layer once: the plain graph is compiled for
+    one face at load time, and the regional graph, once, for each number of region codes when a
+    face first asks for it."""
 
     name = "openvino"
 
-    def __init__(self, graph: bytes, dtype: torch.dtype):
+    def __init__(self, graphs: Graphs, dtype: torch.dtype):
         self.ov = _import("openvino", self.name)
         if dtype == torch.bfloat16 and not native_bf16(torch.device("cpu")):
             log.warning("this CPU does not compute bf16 natively: OpenVINO computes in fp32")
             dtype = torch.float32
         self.core = self.ov.Core()
-        self.graph = graph
+        self.graphs = graphs
         self.config = {
             "INFERENCE_PRECISION_HINT": "bf16" if dtype == torch.bfloat16 else "f32",
             "INFERENCE_NUM_THREADS": torch.get_num_threads(),
             "PERFORMANCE_HINT": "LATENCY",
         }
-        self.by_codes: dict[int, object] = {}
-        computed = self._compiled(1).get_property("INFERENCE_PRECISION_HINT")  # what it runs in
+        self.by_codes: dict[int, object] = {}  # 0: the plain graph
+        computed = self._compiled(0).get_property("INFERENCE_PRECISION_HINT")  # what it runs in
         self.dtype = torch.bfloat16 if computed == self.ov.Type.bf16 else torch.float32
 
     def _compiled(self, codes: int):
-        """The graph compiled for one face with `codes` style codes."""
+        """The graph compiled for one face: the plain one (`codes` 0), or the regional one with
+        `codes` region codes."""
         if codes not in self.by_codes:
-            network = self.core.read_model(self.graph)
+            network = self.core.read_model(self.graphs(codes > 0))
             shapes = {}
             for i in network.inputs:
                 shape = [1, *i.get_partial_shape()[1:]]
-                if i.get_names() & {"z", "masks"}:
+                if codes and i.get_names() & {"z", "masks"}:
                     shape[1] = codes
                 shapes[i.get_any_name()] = shape
             network.reshape(shapes)
@@ -370,7 +390,7 @@ class OpenVinoRunner:
                 [n[one] for n in noise],
                 masks[one] if masks is not None else None,
             )
-            compiled = self._compiled(given["z"].shape[1])
+            compiled = self._compiled(given["masks"].shape[1] if masks is not None else 0)
             feed = [given[(i.get_names() & given.keys()).pop()] for i in compiled.inputs]
             faces.append(compiled(feed)[0])
         return torch.from_numpy(np.concatenate(faces))
@@ -396,12 +416,12 @@ def _seconds(runner: Runner, model: FaceModel) -> float:
     return fastest_seconds(lambda: runner(cond, z, noise))
 
 
-def _build(name: str, model: FaceModel, graph: Callable[[], bytes], dtype: torch.dtype) -> Runner:
+def _build(name: str, model: FaceModel, graphs: Graphs, dtype: torch.dtype) -> Runner:
     if name == "torch":
         return TorchRunner(model, dtype)
     if name == "onnx":
-        return OnnxRunner(graph())
-    return OpenVinoRunner(graph(), dtype)
+        return OnnxRunner(graphs)
+    return OpenVinoRunner(graphs, dtype)
 
 
 def installed(name: str) -> bool:
@@ -416,7 +436,7 @@ def make_runner(name: str, model: FaceModel, dtype: torch.dtype = torch.float32)
     device = next(model.parameters()).device
     if name in GRAPH_RUNTIMES and device.type != "cpu":
         raise UserError(f"the {name} runtime runs on the CPU: use --device cpu or --runtime torch")
-    graph = functools.cache(lambda: onnx_graph(model))  # looked up or exported once
+    graph = functools.cache(lambda regional: onnx_graph(model, regional=regional))  # once each
     if name != "auto":
         return _build(name, model, graph, dtype)
     if device.type != "cpu":

@@ -20,7 +20,7 @@ import spade
 from spade import painter as painter_module
 from spade.checkpoint import load_generator, write_generator
 from spade.errors import UserError
-from spade.painter import Painter, load_painter
+from spade.painter import Painter, RegionStyle, load_painter
 from spade.runtime import make_runner, native_bf16, onnx_bytes, precision_of
 
 from conftest import blob_image
@@ -208,7 +208,7 @@ def test_bf16_is_reported_only_where_openvino_computes_it(tiny_generator_file, m
         painter = load_painter(tiny_generator_file, CPU, "openvino", "bf16")
     assert precision_of(painter.runner) == "fp32"  # what /api/info and the start line report
     openvino = pytest.importorskip("openvino")
-    compiled = painter.runner.by_codes[1]  # compiled at load, for one style code
+    compiled = painter.runner.by_codes[0]  # the plain graph, compiled at load
     assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
     assert "bf16" in caplog.text
 
@@ -237,3 +237,22 @@ def test_no_bf16_where_onednn_is_capped_below_it(monkeypatch):
 
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert not native_bf16(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_region_codes_give_the_torch_face_within_one_level(tiny_generator_file, runtime):
+    """The regional graph (codes and masks as inputs) paints what PyTorch paints, for two and
+    three codes (OpenVINO compiles once per count)."""
+    pytest.importorskip({"onnx": "onnxruntime", "openvino": "openvino"}[runtime])
+    torch_painter = load_painter(tiny_generator_file, CPU, "torch")
+    graph_painter = load_painter(tiny_generator_file, CPU, runtime)
+    size = torch_painter.size
+    rough = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    top, left = np.zeros((size, size), bool), np.zeros((size, size), bool)
+    top[: size // 3], left[:, : size // 4] = True, True
+    for masks in ([top], [top, left]):
+        regions = [RegionStyle(m, torch_painter.z_for_seed(7 + k)) for k, m in enumerate(masks)]
+        want = torch_painter.face(rough, 0, regions=regions).astype(int)
+        got = graph_painter.face(rough, 0, regions=regions).astype(int)
+        assert np.abs(want - got).max() <= 1
+        assert not np.array_equal(want, torch_painter.face(rough, 0))
