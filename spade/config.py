@@ -267,6 +267,9 @@ class LoopConfig(Section):
     lambda_gan: Number = Field(1.0, ge=0.0)
     lambda_fm: Number = Field(10.0, ge=0.0)
     lambda_l1: Number = Field(100.0, ge=0.0)
+    # weight of the real face's one-pixel texture in the L1 loss (spade.losses.texture_weight):
+    # highlights, strands and screentone are a few pixels each, and the style lives in them
+    l1_texture: Number = Field(0.0, ge=0.0)
     lambda_vgg: Number = Field(10.0, ge=0.0)
     # regional style mixing: the share of faces whose random half of the rough's regions is
     # painted with a second, random style code (spade.regions.random_region_masks)

@@ -23,6 +23,7 @@ from spade.losses import (
     kl_loss,
     masked_l1,
     mode_seeking_loss,
+    texture_weight,
 )
 from spade.networks import GLOBAL_RNG, RandomStream
 from spade.regions import random_region_masks
@@ -79,7 +80,11 @@ def adversarial_losses(
     if cfg.lambda_fm > 0:
         losses["fm"] = cfg.lambda_fm * feature_matching_loss(real_out, fake_out, keep)
     if cfg.lambda_l1 > 0:
-        l1 = F.l1_loss(fake.float(), real) if keep is None else masked_l1(fake, real, keep)
+        weight = keep
+        if cfg.l1_texture > 0:
+            texture = texture_weight(real, cfg.l1_texture)
+            weight = texture if keep is None else texture * keep
+        l1 = F.l1_loss(fake.float(), real) if weight is None else masked_l1(fake, real, weight)
         losses["l1"] = cfg.lambda_l1 * l1
     if state.vgg is not None:
         whole = slice(None) if mix is None else mix.flatten(1).amax(1) == 0

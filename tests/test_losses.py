@@ -7,7 +7,15 @@ import torch
 import yaml
 
 from spade.errors import UserError
-from spade.losses import VGGLoss, d_hinge_loss, feature_matching_loss, g_hinge_loss, kl_loss
+from spade.losses import (
+    VGGLoss,
+    d_hinge_loss,
+    feature_matching_loss,
+    g_hinge_loss,
+    kl_loss,
+    masked_l1,
+    texture_weight,
+)
 
 from conftest import ROOT
 
@@ -92,3 +100,26 @@ def test_mode_seeking_rewards_faces_that_differ():
     same = mode_seeking_loss(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4), z_a, z_b)
     apart = mode_seeking_loss(torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4), z_a, z_b)
     assert same > 1000 and apart == pytest.approx(1.0, rel=1e-3)  # 1 / (1 / 1)
+
+
+def test_masked_l1_is_l1_under_a_weight_of_ones_and_ignores_weightless_pixels():
+    x, y = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    ones = torch.ones(2, 1, 8, 8)
+    assert masked_l1(x, y, ones).item() == pytest.approx(torch.nn.functional.l1_loss(x, y).item())
+    left = torch.zeros(2, 1, 8, 8)
+    left[..., :4] = 1
+    y_right_changed = y.clone()
+    y_right_changed[..., 4:] += 5  # outside the weight: no effect
+    assert masked_l1(x, y_right_changed, left).item() == pytest.approx(masked_l1(x, y, left).item())
+    real = outputs(0.0)
+    fake = [[f + (i == 0) for i, f in enumerate(s)] for s in real]
+    assert feature_matching_loss(real, fake, torch.ones(1, 1, 6, 6)).item() == pytest.approx(1.0)
+
+
+def test_texture_weight_marks_one_pixel_details_not_flat_areas_or_edges():
+    img = torch.zeros(1, 3, 9, 9)
+    img[..., 4, 4] = 1.0  # a highlight
+    img[..., :, 7:] = -1.0  # a flat region with a straight edge
+    w = texture_weight(img, 10.0)
+    assert w[0, 0, 4, 4] == pytest.approx(11.0)
+    assert w[0, 0, 1, 1] == 1.0 and w[0, 0, 4, 8] == 1.0 and w[0, 0, 4, 6] == 1.0
