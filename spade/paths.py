@@ -12,6 +12,7 @@ DATA = Path("data")
 DEMO_ZIP = DATA / "demo" / "faces.zip"  # stage demo
 SAMPLED = DATA / "sampled"  # stage sample: {train,test}.npy, manifest.csv, report.json
 MANIFEST = SAMPLED / "manifest.csv"
+TEST_REGIONS = SAMPLED / "test_regions.npy"  # where each style factor is drawn, when known
 ROUGHS = DATA / "roughs"  # stage roughen: {train,test}.npy
 FEATURES = DATA / "features"  # stage features
 REFERENCE = FEATURES / "test.npz"  # Inception features of the real test faces

@@ -7,7 +7,10 @@ The first `n_test` kept images form the test split, the rest the train split. Th
 (train.npy, test.npy, manifest.csv, report.json) are replaced together, or not at all.
 
 A `styles.csv` at the source's root (`spade.style_labels`) is not a candidate: its style levels
-go into the manifest, one `style_<factor>` column each, for the sampled images.
+go into the manifest, one `style_<factor>` column each, for the sampled images. Beside it, the
+region maps under `regions/` are not candidates either: the test images' maps, cropped and resized
+as the images are (nearest neighbour), are packed into `test_regions.npy` (written only when the
+source has maps).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from spade.config import SampleConfig
@@ -32,12 +37,19 @@ from spade.files import atomic_paths, json_bytes
 from spade.images import (
     MAX_IMAGE_BYTES,
     UnreadableImage,
+    center_square,
     decode_rgb,
     open_image_array,
     resize_square,
     shown,
 )
-from spade.style_labels import LABELS_NAME, STYLE_PREFIX, parse_labels
+from spade.style_labels import (
+    LABELS_NAME,
+    REGIONS_DIR,
+    STYLE_PREFIX,
+    parse_labels,
+    region_map_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +94,10 @@ class ImageSource:
         else:
             scan = self._scan_folder(self.path)
         self.has_labels = LABELS_NAME in scan.names
-        self.names = sorted(n for n in scan.names if n != LABELS_NAME)
+        maps = {n for n in scan.names if self.has_labels and n.startswith(f"{REGIONS_DIR}/")}
+        self.has_regions = bool(maps)
+        self.names = sorted(n for n in scan.names if n != LABELS_NAME and n not in maps)
+        self._maps = maps
         self.ignored = scan.ignored
 
     def style_labels(self) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -90,6 +105,30 @@ class ImageSource:
         if not self.has_labels:
             return [], {}
         return parse_labels(self.read(LABELS_NAME), f"{self.path}/{LABELS_NAME}")
+
+    def region_map(self, name: str, image_shape: tuple[int, ...], size: int) -> np.ndarray:
+        """The region map of image `name`, cropped and resized as the image is; all zeros (no
+        factor anywhere) when it has none. A map that does not fit its image is a `UserError`."""
+        map_name = region_map_name(name)
+        if map_name not in self._maps:
+            return np.zeros((size, size), np.uint8)
+        where = f"{self.path}/{shown(map_name)}"
+        try:
+            with Image.open(io.BytesIO(self.read(map_name)), formats=["PNG"]) as img:
+                if img.mode != "L":
+                    raise UserError(
+                        f"{where}: a region map is a one-channel 8-bit PNG, not {img.mode}"
+                    )
+                regions = np.asarray(img)
+        except (UnidentifiedImageError, TooLarge, OSError) as e:
+            raise UserError(f"{where} is not a readable PNG region map ({e})") from None
+        if regions.shape != image_shape[:2]:
+            raise UserError(
+                f"{where} is {regions.shape[1]}×{regions.shape[0]}, its image "
+                f"{image_shape[1]}×{image_shape[0]}"
+            )
+        square = center_square(regions)
+        return cv2.resize(square, (size, size), interpolation=cv2.INTER_NEAREST)
 
     @staticmethod
     def _scan_zip(zf: zipfile.ZipFile) -> Scan:
@@ -183,16 +222,23 @@ def sample_images(cfg: SampleConfig, out_dir: Path) -> None:
             f"sample.n_images = {cfg.n_images} but {cfg.source} holds only "
             f"{len(source.names)} files"
         )
-    outputs = [out_dir / n for n in ("test.npy", "train.npy", "manifest.csv", "report.json")]
+    names = ["test.npy", "train.npy", "manifest.csv", "report.json"]
+    regions_path = out_dir / "test_regions.npy"
+    if source.has_regions:
+        names.append(regions_path.name)
+    else:
+        regions_path.unlink(missing_ok=True)  # an older sample's: its maps are not this one's
+    outputs = [out_dir / n for n in names]
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     upscaled = 0
-    with atomic_paths(outputs) as (test_path, train_path, manifest_path, report_path):
+    with atomic_paths(outputs) as (test_path, train_path, manifest_path, report_path, *maps):
         size = cfg.image_size
         arrays = {
             "test": open_image_array(test_path, (n_test, size, size, 3)),
             "train": open_image_array(train_path, (n_train, size, size, 3)),
         }
+        test_regions = np.zeros((n_test, size, size), np.uint8)
         bar = tqdm(total=cfg.n_images, desc="sample", unit="img")
         for item in _draw(source, cfg):
             if len(item) == 2:
@@ -202,6 +248,8 @@ def sample_images(cfg: SampleConfig, out_dir: Path) -> None:
             k = len(rows)
             split, index = ("test", k) if k < n_test else ("train", k - n_test)
             arrays[split][index] = resize_square(img, size)
+            if split == "test" and source.has_regions:
+                test_regions[index] = source.region_map(name, img.shape, size)
             upscaled += min(img.shape[:2]) < size
             levels = labels.get(name, {})  # unlabelled images leave the columns empty
             rows.append(
@@ -225,7 +273,15 @@ def sample_images(cfg: SampleConfig, out_dir: Path) -> None:
         for arr in arrays.values():
             arr.flush()
         del arrays
+        if test_regions.max(initial=0) > len(factors):
+            raise UserError(
+                f"{cfg.source}: a region map holds {test_regions.max()}, but {LABELS_NAME} has "
+                f"{len(factors)} factors (a map's pixel is 1 + a factor's index, or 0)"
+            )
         manifest_path.write_bytes(_manifest_csv(rows, factors))
+        if maps:
+            with open(maps[0], "wb") as f:
+                np.save(f, test_regions, allow_pickle=False)
         report = {
             "source": cfg.source,
             "candidates": len(source.names),

@@ -4,6 +4,12 @@ One row per image: its path (as the source names it) and one column per style fa
 that image's level, e.g. `path,shading,eyes,hair,background` / `000007.png,hatched,sparkle,…`. The
 demo stage writes it next to its faces; a real dataset may bring one. The sample stage copies each
 sampled image's levels into its manifest (one column per factor), where evaluation reads them.
+
+A labelled dataset may also say *where* each factor is drawn: `regions/<image's stem>.png`, a
+one-channel 8-bit map of the image's size whose pixels hold 1 + the factor's column index (0: no
+factor), e.g. the hair is `hair`'s region. The sample stage packs the test split's maps
+(`spade.sample`), and evaluation paints one factor's region with another face's style
+(`style_control_regional`).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from spade.errors import UserError
 
@@ -19,6 +25,12 @@ LABELS_NAME = "styles.csv"
 PATH_COLUMN = "path"
 MAX_FACTORS = 16
 STYLE_PREFIX = "style_"  # a factor's column in the sample manifest: style_<factor>
+REGIONS_DIR = "regions"  # region maps, beside styles.csv
+
+
+def region_map_name(image_name: str) -> str:
+    """Where the region map of image `image_name` (a name in the source) is."""
+    return f"{REGIONS_DIR}/{PurePosixPath(image_name).with_suffix('.png')}"
 
 
 def labels_csv(factors: Sequence[str], rows: Iterable[tuple[str, Mapping[str, str]]]) -> bytes:

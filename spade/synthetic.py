@@ -9,7 +9,9 @@ drawing happens on a supersampled canvas that is shrunk with INTER_AREA for clea
 Each face also has a render style (`RenderStyle`): shading, outlines, eye highlights and hair
 detail, drawn from a random stream of its own, independent of who the face is (hair, colours,
 shapes, pose). The rough recipe erases the style, so the style is what a style code or a
-reference picture must carry; `write_faces_zip` records each face's levels in `styles.csv`.
+reference picture must carry; `write_faces_zip` records each face's levels in `styles.csv`, and
+where each factor is drawn (`render_face_regions`: skin and clothes, irises, hair, backdrop) as a
+region map per face (`spade.style_labels.REGIONS_DIR`).
 
 Random draws never depend on `size`, so one (seed, index) is the same face at every resolution.
 """
@@ -32,7 +34,7 @@ from tqdm import tqdm
 
 from spade.files import ZIP_DATE, atomic_path
 from spade.parallel import ordered_map
-from spade.style_labels import LABELS_NAME, labels_csv
+from spade.style_labels import LABELS_NAME, labels_csv, region_map_name
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +174,14 @@ STYLE_FACTORS: dict[str, tuple[str, ...]] = {
 }
 
 
+NO_REGION = 0  # in a region map: a pixel no factor is drawn on (sclera, lashes, mouth…)
+
+
+def region_value(factor: str) -> int:
+    """A factor's value in a region map: 1 + its index in STYLE_FACTORS."""
+    return 1 + list(STYLE_FACTORS).index(factor)
+
+
 @dataclass(frozen=True)
 class RenderStyle:
     """How a face is drawn, apart from who she is: one level index per factor."""
@@ -225,8 +235,11 @@ class _Pen:
         shift: np.ndarray,
         style: RenderStyle,
         k: int,
+        regions: np.ndarray | None = None,
     ) -> None:
         self.img, self.style, self.k = img, style, k  # k: canvas pixels per output pixel
+        # the region map being drawn alongside (or None): each fill writes `self.region` there
+        self.regions, self.region = regions, NO_REGION
         side = img.shape[0]
         c, s = math.cos(angle), math.sin(angle)
         self._matrix = np.array([[c, -s], [s, c]]) * scale * side * (1 << _SHIFT)
@@ -236,8 +249,13 @@ class _Pen:
     def _fixed(self, points: np.ndarray) -> np.ndarray:
         return np.rint(points @ self._matrix.T + self._offset).astype(np.int32)
 
-    def fill(self, points: np.ndarray, color: Color) -> None:
-        cv2.fillPoly(self.img, [self._fixed(points)], color, cv2.LINE_AA, _SHIFT)
+    def fill(self, points: np.ndarray, color: Color, region: int | None = None) -> None:
+        """A filled shape; on the region map, `region` (the part being drawn by default)."""
+        pts = [self._fixed(points)]
+        cv2.fillPoly(self.img, pts, color, cv2.LINE_AA, _SHIFT)
+        if self.regions is not None:
+            value = self.region if region is None else region
+            cv2.fillPoly(self.regions, pts, value, cv2.LINE_8, _SHIFT)
 
     def line(self, points: np.ndarray, color: Color, width: float, closed: bool = False) -> None:
         thickness = max(1, round(width * self._unit))
@@ -499,14 +517,16 @@ def _eye(pen: _Pen, pal: _Palette, geo: _EyeShape, side: float) -> None:
     def put(points: np.ndarray) -> np.ndarray:
         return points * [side, 1.0] + at
 
+    iris = region_value("eyes")
     pen.fill(put(_arc(0, 0, rx, ry, 0, 360, 40)), SCLERA)
     icx, icy, irx, iry = -0.04 * rx, 0.06 * ry, 0.64 * rx, 0.92 * ry
-    pen.fill(put(_arc(icx, icy, irx, iry, 0, 360, 40)), _shade(pal.iris, 0.55))
-    pen.fill(put(_arc(icx, icy + 0.22 * iry, 0.82 * irx, 0.7 * iry, 0, 360, 32)), pal.iris)
-    pen.fill(put(_arc(icx, icy - 0.05 * iry, 0.4 * irx, 0.5 * iry, 0, 360)), _shade(pal.iris, 0.25))
+    pen.fill(put(_arc(icx, icy, irx, iry, 0, 360, 40)), _shade(pal.iris, 0.55), iris)
+    pen.fill(put(_arc(icx, icy + 0.22 * iry, 0.82 * irx, 0.7 * iry, 0, 360, 32)), pal.iris, iris)
+    pupil = put(_arc(icx, icy - 0.05 * iry, 0.4 * irx, 0.5 * iry, 0, 360))
+    pen.fill(pupil, _shade(pal.iris, 0.25), iris)
     glint = (cx + icx) * side + light * 0.3 * irx, cy + icy - 0.38 * iry
     hr = 0.34 * irx  # every eye has its glint; sparkling ones have more
-    pen.fill(_arc(glint[0], glint[1], hr, hr * 1.1, 0, 360, 20), WHITE)
+    pen.fill(_arc(glint[0], glint[1], hr, hr * 1.1, 0, 360, 20), WHITE, iris)
     pen.sparkle(put(_arc(icx, icy, irx, iry, 0, 360, 40)))
 
     lash_low = _arc(0, 0, rx, ry, 195, 345, 24)
@@ -629,12 +649,29 @@ def render_face(seed: int, index: int, size: int, style: RenderStyle | None = No
     each index uses its own RNG, np.random.default_rng([seed, index]), so image i does not
     depend on how many images are drawn. `style` overrides the face's own (`face_style`): the
     same person drawn in another style."""
+    return _render(seed, index, size, style, with_regions=False)[0]
+
+
+def render_face_regions(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`render_face` and its (size, size) uint8 region map: at each pixel the factor drawn there
+    (`region_value`: the skin and clothes are shading's, the irises the eyes', the hair the
+    hair's, the backdrop the background's) or NO_REGION; each pixel takes the part under the
+    centre of its supersampled block."""
+    img, regions = _render(seed, index, size, None, with_regions=True)
+    assert regions is not None
+    return img, regions
+
+
+def _render(
+    seed: int, index: int, size: int, style: RenderStyle | None, with_regions: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError(f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
     rng = np.random.default_rng([seed, index])
     k = _supersample(size)
     side = size * k
     img = np.empty((side, side, 3), np.uint8)
+    regions = np.full((side, side), region_value("background"), np.uint8) if with_regions else None
     pal = _random_palette(rng)
     half_width = rng.uniform(0.22, 0.26)
     head = _Head(
@@ -645,30 +682,41 @@ def render_face(seed: int, index: int, size: int, style: RenderStyle | None = No
     )
     angle = math.radians(rng.uniform(-8.0, 8.0))
     style = face_style(seed, index) if style is None else style
-    pen = _Pen(img, angle, rng.uniform(0.9, 1.1), rng.uniform(-0.03, 0.03, size=2), style, k)
+    pose = (angle, rng.uniform(0.9, 1.1), rng.uniform(-0.03, 0.03, size=2))
+    pen = _Pen(img, *pose, style, k, regions)
 
     _background(img, pal.background)
     if style.is_("background", "dotted"):
         pen.blend(_CANVAS, INK, _BACKDROP_ALPHA, pattern=pen._dots)
+    pen.region = region_value("hair")
     _back_hair(pen, rng, head, pal)
+    pen.region = region_value("shading")  # skin and clothes
     _neck_and_shirt(pen, rng, head, pal)
     _face(pen, head, pal)
+    pen.region = NO_REGION  # eyes (their irises excepted), brows, nose, mouth
     _features(pen, rng, head, pal)
+    pen.region = region_value("hair")
     if rng.random() < 0.6:
         _side_locks(pen, rng, head, pal)
     _bangs(pen, rng, head, pal)
-    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    face = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return face, None if regions is None else regions[k // 2 :: k, k // 2 :: k].copy()
 
 
-def face_pngs(seed: int, indices: range, size: int) -> list[bytes]:
-    """The faces `indices` as PNG files (cv2, compression 6: the same bytes everywhere)."""
+def _png(img: np.ndarray) -> bytes:
+    """cv2 PNG, compression 6: the same bytes everywhere."""
+    ok, png = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return png.tobytes()
+
+
+def face_pngs(seed: int, indices: range, size: int) -> list[tuple[bytes, bytes]]:
+    """The faces `indices` and their region maps, as PNG files."""
     pngs = []
     for i in indices:
-        bgr = cv2.cvtColor(render_face(seed, i, size), cv2.COLOR_RGB2BGR)
-        ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6])
-        if not ok:
-            raise RuntimeError(f"PNG encoding failed for face {i}")
-        pngs.append(png.tobytes())
+        face, regions = render_face_regions(seed, i, size)
+        pngs.append((_png(cv2.cvtColor(face, cv2.COLOR_RGB2BGR)), _png(regions)))
     return pngs
 
 
@@ -683,8 +731,9 @@ def _zip_entry(name: str) -> zipfile.ZipInfo:
 
 def write_faces_zip(path: Path, count: int, size: int, seed: int, n_jobs: int = 1) -> None:
     """Write `count` faces as PNG files named f"{i:06d}.png" into a zip at `path`, drawn on
-    `n_jobs` processes, and their render styles as `styles.csv` (`spade.style_labels`); byte
-    for byte deterministic (stored, not deflated; fixed dates and attributes), atomic."""
+    `n_jobs` processes, their render styles as `styles.csv` and their region maps under
+    `regions/` (`spade.style_labels`); byte for byte deterministic (stored, not deflated; fixed
+    dates and attributes), atomic."""
     path = Path(path)
     chunks = [range(a, min(a + 64, count)) for a in range(0, count, 64)]
     pngs = ordered_map(functools.partial(face_pngs, seed, size=size), chunks, n_jobs)
@@ -694,8 +743,10 @@ def write_faces_zip(path: Path, count: int, size: int, seed: int, n_jobs: int = 
         tqdm(total=count, desc="drawing faces", unit="img") as bar,
     ):
         for indices, chunk in zip(chunks, pngs, strict=True):
-            for i, png in zip(indices, chunk, strict=True):
-                zf.writestr(_zip_entry(f"{i:06d}.png"), png)
+            for i, (face, regions) in zip(indices, chunk, strict=True):
+                name = f"{i:06d}.png"
+                zf.writestr(_zip_entry(name), face)
+                zf.writestr(_zip_entry(region_map_name(name)), regions)
             bar.update(len(indices))
         styles = ((f"{i:06d}.png", face_style(seed, i).labels()) for i in range(count))
         zf.writestr(_zip_entry(LABELS_NAME), labels_csv(list(STYLE_FACTORS), styles))

@@ -233,3 +233,60 @@ def test_broken_labels_are_one_line(image_folder, tmp_path, text, words):
     with pytest.raises(UserError, match=words.replace("(", r"\(")) as e:
         run_sample(image_folder, tmp_path / "out")
     assert "styles.csv" in str(e.value)
+
+
+def test_region_maps_travel_with_the_test_split_and_are_not_candidates(tmp_path):
+    from spade.synthetic import render_face_regions, write_faces_zip
+
+    archive = tmp_path / "faces.zip"
+    write_faces_zip(archive, count=12, size=32, seed=5)
+    _, test, manifest, report = run_sample(archive, tmp_path / "out")
+    assert report["candidates"] == 12  # the 12 maps are not images to sample
+    regions = np.load(tmp_path / "out/test_regions.npy")
+    assert regions.shape == (len(test), 32, 32) and regions.dtype == np.uint8
+    for row in manifest[manifest.split == "test"].itertuples():
+        face, expected = render_face_regions(5, int(row.path.removesuffix(".png")), 32)
+        np.testing.assert_array_equal(test[row.index], face)
+        np.testing.assert_array_equal(regions[row.index], expected)
+
+
+def test_region_maps_are_cropped_and_resized_as_their_images(image_folder, tmp_path):
+    """A 40×40 image sampled at 32 px: its map is resized with the nearest pixel, so it holds
+    only values the map had; a source without maps writes none, and removes a stale one."""
+    names = sorted(p.relative_to(image_folder).as_posix() for p in image_folder.rglob("*.png"))
+    (image_folder / "styles.csv").write_text("path,hair\n" + "".join(f"{n},x\n" for n in names))
+    ramp = np.tile((np.arange(40) // 20).astype(np.uint8), (40, 1))  # left 0, right 1
+    for n in names:
+        target = image_folder / "regions" / n
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(png_bytes(ramp))
+    run_sample(image_folder, tmp_path / "out", image_size=32)
+    regions = np.load(tmp_path / "out/test_regions.npy")
+    assert (regions[:, :, :16] == 0).all() and (regions[:, :, 16:] == 1).all()
+
+    for n in names:
+        (image_folder / "regions" / n).unlink()
+    run_sample(image_folder, tmp_path / "out", image_size=32)
+    assert not (tmp_path / "out/test_regions.npy").exists()
+
+
+@pytest.mark.parametrize(
+    ("map_image", "words"),
+    [
+        (np.zeros((40, 40, 3), np.uint8), "one-channel 8-bit PNG, not RGB"),
+        (np.zeros((20, 40), np.uint8), "is 40×20, its image 40×40"),
+        (np.full((40, 40), 2, np.uint8), "holds 2, but styles.csv has 1 factors"),
+        (None, "not a readable PNG region map"),
+    ],
+)
+def test_a_broken_region_map_is_one_line(image_folder, tmp_path, map_image, words):
+    names = sorted(p.relative_to(image_folder).as_posix() for p in image_folder.rglob("*.png"))
+    (image_folder / "styles.csv").write_text("path,hair\n" + "".join(f"{n},x\n" for n in names))
+    (image_folder / "regions").mkdir()
+    for n in names:
+        target = image_folder / "regions" / n
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"not a png" if map_image is None else png_bytes(map_image))
+    with pytest.raises(UserError, match=words) as e:
+        run_sample(image_folder, tmp_path / "out")
+    assert "\n" not in str(e.value)

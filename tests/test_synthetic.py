@@ -12,8 +12,17 @@ import pytest
 
 from spade.config import Recipe
 from spade.roughen import roughen_image
-from spade.style_labels import LABELS_NAME, parse_labels
-from spade.synthetic import STYLE_FACTORS, RenderStyle, face_style, render_face, write_faces_zip
+from spade.style_labels import LABELS_NAME, parse_labels, region_map_name
+from spade.synthetic import (
+    NO_REGION,
+    STYLE_FACTORS,
+    RenderStyle,
+    face_style,
+    region_value,
+    render_face,
+    render_face_regions,
+    write_faces_zip,
+)
 
 
 def _count_clusters(colors: list[np.ndarray], tol: float) -> int:
@@ -93,7 +102,9 @@ def test_zip_is_byte_stable_and_round_trips(tmp_path: Path) -> None:
     with zipfile.ZipFile(a) as zf:
         infos = zf.infolist()
         names = [f"{i:06d}.png" for i in range(5)]
-        assert [i.filename for i in infos] == [*names, LABELS_NAME]
+        maps = [region_map_name(n) for n in names]
+        expected = [x for pair in zip(names, maps, strict=True) for x in pair]
+        assert [i.filename for i in infos] == [*expected, LABELS_NAME]
         for info in infos:
             assert info.compress_type == zipfile.ZIP_STORED
             assert info.date_time == (1980, 1, 1, 0, 0, 0)
@@ -119,7 +130,7 @@ def test_zip_entries_do_not_depend_on_count(tmp_path: Path) -> None:
     write_faces_zip(small, count=5, size=32, seed=4)
     write_faces_zip(large, count=10, size=32, seed=4)
     with zipfile.ZipFile(small) as zs, zipfile.ZipFile(large) as zl:
-        assert len(zl.namelist()) == 10 + 1  # and the labels
+        assert len(zl.namelist()) == 2 * 10 + 1  # faces, their region maps and the labels
         assert zs.read("000003.png") == zl.read("000003.png")
 
 
@@ -180,3 +191,31 @@ def test_each_factor_is_erased_alone(factor) -> None:
         for i in range(8)
     ]
     assert np.mean(diffs) < 2.0, (factor, diffs)
+
+
+@pytest.mark.parametrize("factor", list(STYLE_FACTORS))
+def test_a_factor_is_drawn_inside_its_region(factor) -> None:
+    """Drawing a face in another level of one factor changes (almost) only pixels of that
+    factor's region in its map; the map comes with the face's own picture."""
+    level = len(STYLE_FACTORS[factor]) - 1
+    inside, changed = 0, 0
+    for i in range(8):
+        face, regions = render_face_regions(0, i, 64)
+        np.testing.assert_array_equal(face, render_face(0, i, 64))
+        assert set(np.unique(regions)) <= {NO_REGION, *map(region_value, STYLE_FACTORS)}
+        plain = render_face(0, i, 64, RenderStyle())
+        styled = render_face(0, i, 64, RenderStyle(**{factor: level}))
+        diff = np.abs(plain.astype(int) - styled).max(axis=2) > 8
+        mine = cv2.dilate((regions == region_value(factor)).astype(np.uint8), np.ones((3, 3)))
+        inside += int((diff & (mine > 0)).sum())
+        changed += int(diff.sum())
+    assert changed > 100 and inside > 0.97 * changed, (factor, inside, changed)
+
+
+def test_the_zip_holds_a_region_map_per_face(tmp_path: Path) -> None:
+    path = tmp_path / "faces.zip"
+    write_faces_zip(path, count=3, size=32, seed=2)
+    with zipfile.ZipFile(path) as zf:
+        data = zf.read(region_map_name("000001.png"))
+    regions = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(regions, render_face_regions(2, 1, 32)[1])
