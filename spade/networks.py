@@ -176,9 +176,10 @@ class SpadeGenerator(nn.Module):
     teacher and student that share them see exactly the same numbers.
 
     Region styles: z may be K codes (B, K, z_dim) with `masks` (B, K, S, S) that sum to 1 per
-    pixel; every SPADE layer then paints each region with its own code (`StyleMap`), and the
-    4×4 start reads the first code (the base style). One code with a mask of ones gives exactly
-    the face of the plain (B, z_dim) z.
+    pixel; every SPADE layer then paints each region with its own code (`StyleMap`), and so does
+    the 4×4 start (`start`: much of a style is set there; the first code alone left a restyled
+    backdrop in the base style). One code with a mask of ones gives exactly the face of the
+    plain (B, z_dim) z.
     """
 
     def __init__(self, arch: GeneratorArch, image_size: int):
@@ -202,6 +203,17 @@ class SpadeGenerator(nn.Module):
     def draw_noise(self, rng: RandomStream, batch: int, device: torch.device) -> list[torch.Tensor]:
         return [rng.randn(*shape, device=device) for shape in self.noise_shapes(batch)]
 
+    def start(self, codes: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+        """The 4×4 features the blocks refine: fc(z), or with masks each code's fc(z_k) where its
+        mask (area-averaged to 4×4) says, so a region's code shapes it from the first layer."""
+        batch = codes.shape[0]
+        if masks is None:
+            return self.fc(codes[:, 0]).view(batch, -1, START_SIZE, START_SIZE)
+        per_code = self.fc(codes).view(batch, codes.shape[1], -1, START_SIZE * START_SIZE)
+        coarse = F.adaptive_avg_pool2d(masks, START_SIZE).flatten(2)  # (B, K, 16)
+        mixed = (per_code * coarse[:, :, None]).sum(1)  # (B, 16ngf, 16)
+        return mixed.view(batch, -1, START_SIZE, START_SIZE)
+
     def forward(
         self,
         cond: torch.Tensor,
@@ -217,7 +229,7 @@ class SpadeGenerator(nn.Module):
         codes = z if z.dim() == 3 else z[:, None]  # (B, K, z_dim)
         if masks is None and codes.shape[1] > 1:
             raise ValueError("several style codes need masks saying where each one paints")
-        x = self.fc(codes[:, 0]).view(z.shape[0], -1, START_SIZE, START_SIZE)  # (B, 16ngf, 4, 4)
+        x = self.start(codes, masks)  # (B, 16ngf, 4, 4)
         style = None
         if self.mapping is not None:
             sizes = [START_SIZE * 2**i for i in range(len(self.blocks))]
