@@ -7,12 +7,14 @@ sizes; the metrics file says so, and KID (unbiased) is the number to compare on 
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from spade import paths
 from spade.checkpoint import load_generator
@@ -26,7 +28,14 @@ from spade.metrics.inception import INCEPTION_ID, extract_features
 from spade.metrics.kid import kernel_inception_distance
 from spade.metrics.paired import paired_metrics, worse_than_rough
 from spade.metrics.reference import load_reference
-from spade.metrics.style import StyleProbe, agreement, control_chance, load_probe, spread
+from spade.metrics.style import (
+    StyleProbe,
+    agreement,
+    control_chance,
+    load_probe,
+    regional_control,
+    spread,
+)
 from spade.networks import FaceModel
 from spade.style_labels import manifest_styles
 
@@ -44,18 +53,20 @@ class HeldOut:
     reference: dict[str, np.ndarray]  # Inception features of the real faces
     styles: dict[str, list[str]]  # {factor: level of each real face}; empty without labels
     probe: StyleProbe | None = None
+    regions: np.ndarray | None = None  # (N, S, S) where each factor is drawn, when known
 
 
 def load_held_out(device: torch.device) -> HeldOut:
     """The test split of the pipeline's data, its reference features and, when the features
     stage fitted one (the data has style labels), the style probe."""
-    probe = paths.STYLE_PROBE
+    probe, regions = paths.STYLE_PROBE, paths.TEST_REGIONS
     return HeldOut(
         roughs=load_image_array(paths.split_array(paths.ROUGHS, "test")),
         real=load_image_array(paths.split_array(paths.SAMPLED, "test")),
         reference=load_reference(paths.REFERENCE),
         styles=manifest_styles(paths.MANIFEST, "test"),
         probe=load_probe(probe, device) if probe.is_file() else None,
+        regions=np.load(regions, allow_pickle=False) if regions.is_file() else None,
     )
 
 
@@ -74,19 +85,24 @@ def image_metrics(
     """FID and KID of one set of faces (generated, or the roughs), and the paired metrics of
     `paired` (the same faces, or the ones painted in each real face's own style)."""
     feats = extract_features(images, device=s.device, batch_size=s.features.batch_size)
-    kid_mean, kid_std = kernel_inception_distance(
-        feats,
-        test.reference["features"],
-        n_subsets=s.cfg.kid_subsets,
-        subset_size=s.cfg.kid_subset_size,
-        seed=s.cfg.seed,
-    )
+    kid_mean, kid_std = kid(feats, test, s)
     metrics = {
         "fid": fid_from_features(feats, test.reference["features"]),
         "kid_mean": kid_mean,
         "kid_std": kid_std,
     } | paired_metrics(paired, test.real)
     return {k: round(float(v), 6) for k, v in metrics.items()}
+
+
+def kid(features: np.ndarray, test: HeldOut, s: Settings) -> tuple[float, float]:
+    """KID (mean, std over subsets) of faces' Inception features against the real test faces."""
+    return kernel_inception_distance(
+        features,
+        test.reference["features"],
+        n_subsets=s.cfg.kid_subsets,
+        subset_size=s.cfg.kid_subset_size,
+        seed=s.cfg.seed,
+    )
 
 
 def baseline_metrics(test: HeldOut, s: Settings) -> dict[str, Any]:
@@ -134,6 +150,8 @@ def model_metrics(
     metrics["l1_seed"] = round(paired_metrics(faces, test.real)["l1"], 6)
     metrics["worse_than_rough"] = worse_than_rough(metrics["l1"], l1_rough, section)
     metrics |= style_metrics(model, faces, test, cfg)
+    if model.encoder is not None and test.probe is not None and test.regions is not None:
+        metrics |= regional_metrics(model, test, s)
     return metrics
 
 
@@ -170,6 +188,40 @@ def style_metrics(
         metrics["style_control"] = control
         log.info("style control %s (chance %s)", control, control_chance(test.styles))
     return metrics
+
+
+def regional_metrics(model: FaceModel, test: HeldOut, s: Settings) -> dict[str, Any]:
+    """Style per region: for each factor, every test rough painted in the style of test face
+    j + 1 (`A`) inside that factor's region and of face j + 2 (`B`) everywhere else; the probe
+    reads them (`style_control_regional`: A's level for the factor, `…_kept`: B's for the
+    others). Seams show in `kid_regional`, the KID of these faces (face j from factor j mod F),
+    beside `kid_styled`, the KID of the faces in A's style alone."""
+    cfg, factors = s.cfg, list(test.styles)
+    inside, outside = (np.roll(test.real, -k, axis=0) for k in (1, 2))
+    generate = functools.partial(
+        generate_faces, model, test.roughs, seed=cfg.seed, batch_size=cfg.batch_size
+    )
+    mixed = {
+        f: generate(styles=outside, region=(inside, test.regions == i + 1))
+        for i, f in tqdm(list(enumerate(factors)), desc="regional styles", unit="factor")
+    }
+    predicted = {f: test.probe.predict(faces) for f, faces in mixed.items()}
+    levels = {k: {f: list(np.roll(v, -k)) for f, v in test.styles.items()} for k in (1, 2)}
+    took, kept = regional_control(predicted, levels[1], levels[2], test.probe.levels)
+    log.info("regional style control %s, kept outside %s", took, kept)
+    one_each = np.stack([mixed[factors[j % len(factors)]][j] for j in range(len(test.roughs))])
+    features = extract_features(
+        np.concatenate([one_each, generate(styles=inside)]),
+        device=s.device,
+        batch_size=s.features.batch_size,
+    )
+    n = len(one_each)
+    return {
+        "style_control_regional": took,
+        "style_control_regional_kept": kept,
+        "kid_regional": round(float(kid(features[:n], test, s)[0]), 6),
+        "kid_styled": round(float(kid(features[n:], test, s)[0]), 6),
+    }
 
 
 def evaluate(s: Settings) -> dict[str, Any]:

@@ -30,11 +30,14 @@ def generate_faces(
     out: np.ndarray | None = None,
     progress: bool = False,
     styles: np.ndarray | None = None,
+    region: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """G(rough) for uint8 (N, S, S, 3) roughs, batched; z and noise from one seeded stream.
 
     With `styles` (N reference faces, needs the style encoder) z is the encoder's mean of
-    styles[i] instead of a random draw; the noise still comes from `seed`.
+    styles[i] instead of a random draw; the noise still comes from `seed`. With `region`, (N
+    reference faces, N (S, S) bool masks), face i is painted in region[0][i]'s style inside
+    region[1][i] and in styles[i]'s everywhere else.
     """
     device = next(model.parameters()).device
     out = np.empty_like(roughs) if out is None else out
@@ -44,7 +47,12 @@ def generate_faces(
         batch = slice(start, start + batch_size)
         cond = to_model(roughs[batch], device)
         z = None if styles is None else model.encoder(to_model(styles[batch], device))[0]
-        fake, _, _ = model(cond, z=z, rng=rng)
+        masks = None
+        if region is not None:
+            z_region = model.encoder(to_model(region[0][batch], device))[0]
+            inside = torch.from_numpy(np.asarray(region[1][batch], np.float32))[:, None]
+            z, masks = torch.stack([z, z_region], dim=1), torch.cat([1 - inside, inside], 1)
+        fake, _, _ = model(cond, z=z, rng=rng, masks=None if masks is None else masks.to(device))
         out[start : start + len(cond)] = to_images(fake)
     return out
 

@@ -12,7 +12,13 @@ from spade.config import TrainConfig
 from spade.dist import DistEnv
 from spade.inference import generate_faces
 from spade.metrics.paired import paired_metrics
-from spade.metrics.style import agreement, control_chance, fit_style_probe, spread
+from spade.metrics.style import (
+    agreement,
+    control_chance,
+    fit_style_probe,
+    regional_control,
+    spread,
+)
 from spade.synthetic import STYLE_FACTORS, face_style
 from spade.train import train
 
@@ -33,6 +39,21 @@ def test_chance_and_spread_have_their_closed_forms():
     assert (
         agreement({"a": np.array([0, 0, 1, 1])}, {"a": ["x", "y", "y", "y"]}, levels)["a"] == 0.75
     )
+
+
+def test_regional_control_scores_the_region_and_the_rest_apart():
+    """Faces with `a`'s region restyled: `a` reads the region's level in 3 of 4, and `b` the
+    outside's in all; with `b`'s region restyled nothing took, and `a` kept in 1 of 4."""
+    levels = {"a": ["x", "y"], "b": ["p", "q"]}
+    inside = {"a": ["y", "y", "y", "y"], "b": ["q", "q", "q", "q"]}
+    outside = {"a": ["x", "x", "x", "x"], "b": ["p", "p", "p", "p"]}
+    predicted = {
+        "a": {"a": np.array([1, 1, 1, 0]), "b": np.array([0, 0, 0, 0])},
+        "b": {"a": np.array([1, 1, 1, 0]), "b": np.array([0, 0, 0, 0])},
+    }
+    took, kept = regional_control(predicted, inside, outside, levels)
+    assert took == {"a": 0.75, "b": 0.0, "mean": 0.375}
+    assert kept == {"a": 1.0, "b": 0.25, "mean": 0.625}
 
 
 @pytest.fixture(scope="module")

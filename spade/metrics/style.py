@@ -8,7 +8,11 @@ Then, for generated faces:
 
 - `style_control`: each test rough drawn with the style of another test face (a reference of a
   different identity): how often the probe gives the generated face the reference's level;
-- `style_spread`: how often another random z changes the probe's answer for the same rough.
+- `style_spread`: how often another random z changes the probe's answer for the same rough;
+- `style_control_regional` (with region maps, `spade.style_labels`): each test rough painted
+  with one reference's style inside one factor's region and another's everywhere else: how often
+  the probe gives that factor the region's reference level (and, `…_kept`, the other factors the
+  other reference's level).
 
 Chance levels sit beside them: Σ p_l² (two independent faces of the data share a level) for
 control, 1 − Σ p_l² for the spread real faces have.
@@ -151,6 +155,23 @@ def agreement(
         for f, v in labels.items()
     }
     return _with_mean(acc)
+
+
+def regional_control(
+    predicted: dict[str, dict[str, np.ndarray]],
+    inside: dict[str, list[str]],
+    outside: dict[str, list[str]],
+    levels: dict[str, list[str]],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """From {factor f: the probe's predictions of the faces with f's region restyled}: per factor
+    (and `mean`), how often f reads the region's reference level (`inside`), and how often the
+    other factors read the level of the reference painted outside the region (`outside`)."""
+    took, kept = {}, {}
+    for f, pred in predicted.items():
+        took[f] = agreement({f: pred[f]}, {f: inside[f]}, levels)[f]
+        rest = {g: v for g, v in outside.items() if g != f}
+        kept[f] = float(np.mean([agreement({g: pred[g]}, {g: rest[g]}, levels)[g] for g in rest]))
+    return _with_mean(took), _with_mean(kept)
 
 
 def control_chance(labels: dict[str, list[str]]) -> dict[str, float]:
