@@ -1,7 +1,7 @@
 """The studio's ASGI app: one static page and a small JSON/PNG API over a `Painter`.
 
     GET  /                     the page (plain HTML, JS and a canvas; nothing from other hosts)
-    GET  /api/info             model size, style encoder, seed range, palette, limits
+    GET  /api/info             model size, style encoder, regions, seed range, palette, limits
     GET  /api/default-rough    the starting canvas (PNG)
     POST /api/face             {rough: base64 PNG, seed, z?, regions?, page?} → face (PNG)
     POST /api/strip            {rough, seed, seed_to, k, regions?, region?, z?} → k faces (PNG)
