@@ -131,13 +131,41 @@ class Painter:
         """k faces along the path from the z of `seed` to the z of `seed_to`."""
         return list(self.strip_faces(rough, seed, seed_to, k))
 
-    def strip_faces(
-        self, rough: np.ndarray, seed: int, seed_to: int, k: int
-    ) -> Iterator[np.ndarray]:
-        """The faces of `strip` one by one, each computed when asked for (a caller can stop)."""
+    def path(self, seed: int, seed_to: int, k: int) -> list[torch.Tensor]:
+        """The k (1, z_dim) codes of a strip: from the z of `seed` to the z of `seed_to` (slerp;
+        the first and last are exactly the seeds' own)."""
         z_a, z_b = self.z_for_seed(seed), self.z_for_seed(seed_to)
-        for t in np.linspace(0, 1, k):
-            yield self.face(rough, seed, slerp(z_a, z_b, float(t)))
+        return [slerp(z_a, z_b, float(t)) for t in np.linspace(0, 1, k)]
+
+    def strip_faces(
+        self,
+        rough: np.ndarray,
+        seed: int,
+        seed_to: int,
+        k: int,
+        regions: Sequence[RegionStyle] = (),
+    ) -> Iterator[np.ndarray]:
+        """The faces of `strip` one by one, each computed when asked for (a caller can stop);
+        `regions` keep their own codes all along."""
+        for code in self.path(seed, seed_to, k):
+            yield self.face(rough, seed, code, regions)
+
+    def region_strip_faces(
+        self,
+        rough: np.ndarray,
+        seed: int,
+        seed_to: int,
+        k: int,
+        mask: np.ndarray,
+        z: torch.Tensor | None = None,
+        regions: Sequence[RegionStyle] = (),
+    ) -> Iterator[np.ndarray]:
+        """k faces where only the region `mask` changes: its code runs from the z of `seed` to
+        the z of `seed_to`, while the base style (`z`, else the seed's) and the other `regions`
+        keep theirs. A region of `regions` with this very mask is the one that varies."""
+        others = [r for r in regions if not np.array_equal(r.mask, mask)]
+        for code in self.path(seed, seed_to, k):
+            yield self.face(rough, seed, z, [*others, RegionStyle(mask, code)])
 
 
 def load_painter(

@@ -14,6 +14,7 @@ import threading
 import time
 import zlib
 
+import cv2
 import httpx2 as httpx
 import numpy as np
 import pytest
@@ -25,7 +26,9 @@ from spade.__main__ import main
 from spade.config import MAX_SEED
 from spade.errors import UserError
 from spade.images import decode_rgb
-from spade.painter import Painter
+from spade.networks import FaceModel
+from spade.painter import Painter, RegionStyle
+from spade.regions import region_at
 from spade.studio import Limits, create_app
 from spade.studio.palette import _source_colours, as_roughened, palette
 from spade.studio.server import bind
@@ -88,7 +91,7 @@ def test_page_is_self_contained(client):
 def test_info_describes_the_model(client, tiny_painter):
     info = client.get("/api/info").json()
     assert info["size"] == SIZE and info["has_style_encoder"] is True
-    assert info["max_seed"] == MAX_SEED and info["z_dim"] == 8
+    assert info["max_seed"] == MAX_SEED and info["z_dim"] == 8 and info["max_regions"] == 7
     groups = {c["group"] for c in info["palette"]}
     assert {"background", "hair", "skin", "eyes", "mouth", "clothes"} <= groups
 
@@ -318,6 +321,171 @@ def test_strip_runs_from_one_seed_to_the_other(client, tiny_painter):
     for k in (1, 17):
         body = {"rough": b64(a_rough()), "seed": 2, "seed_to": 9, "k": k}
         assert error(client.post("/api/strip", json=body), 422).startswith("k")
+
+
+# --------------------------------------------------------------------------- regions
+
+HAIR = (9, 10)  # a point of the blue disc of `two_blobs`
+
+
+def two_blobs() -> np.ndarray:
+    """A backdrop, a blue disc at the top left and a red block at the bottom right."""
+    rough = np.full((SIZE, SIZE, 3), (240, 230, 220), np.uint8)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    rough[(yy - HAIR[1]) ** 2 + (xx - HAIR[0]) ** 2 < 36] = (40, 30, 200)
+    rough[24:30, 20:30] = (200, 40, 40)
+    return rough
+
+
+def region_face(painter: Painter, rough: np.ndarray, seed: int, *regions) -> np.ndarray:
+    """The painter's face with each (x, y, region seed) restyled."""
+    styles = [RegionStyle(region_at(rough, x, y), painter.z_for_seed(s)) for x, y, s in regions]
+    return painter.face(rough, seed, regions=styles)
+
+
+def test_a_restyled_region_changes_its_blob_and_little_elsewhere(client, tiny_painter):
+    rough = two_blobs()
+    plain = decode_rgb(face(client, 0, rough).content).astype(int)
+    r = face(client, 0, rough, regions=[{"x": HAIR[0], "y": HAIR[1], "seed": 3}])
+    assert r.headers["x-redraw"].startswith("full") and r.headers["x-redraw"].endswith("regions=1")
+    styled = decode_rgb(r.content)
+    np.testing.assert_array_equal(styled, region_face(tiny_painter, rough, 0, (*HAIR, 3)))
+    change = np.abs(styled.astype(int) - plain).mean(-1)
+    inside = region_at(rough, *HAIR)
+    far = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 5) > 8
+    # a tiny random model is only roughly local: measured 6–9 levels inside, 0.2–0.4 far away
+    assert change[inside].mean() > 3
+    assert change[far].mean() < change[inside].mean() / 5 and change[far].max() <= 8
+    z = tiny_painter.z_for_seed(3)[0].tolist()  # the same code sent as z: the same face
+    same = face(client, 0, rough, regions=[{"x": HAIR[0], "y": HAIR[1], "z": z}])
+    assert same.content == r.content
+
+
+def test_a_region_follows_its_blob_as_it_is_repainted(client, tiny_painter):
+    rough = two_blobs()
+    rough[4:8, 9:20] = (40, 30, 200)  # the disc grows to the right
+    regions = [{"x": HAIR[0], "y": HAIR[1], "seed": 3}, {"x": 25, "y": 27, "seed": 4}]
+    r = face(client, 1, rough, regions=regions)
+    want = region_face(tiny_painter, rough, 1, (*HAIR, 3), (25, 27, 4))
+    np.testing.assert_array_equal(decode_rgb(r.content), want)
+
+
+@pytest.mark.parametrize(
+    ("regions", "words"),
+    [
+        ([{"x": SIZE, "y": 3, "seed": 1}], f"regions.0: point {SIZE},3 is outside"),
+        ([{"x": 1, "y": -1, "seed": 1}], "regions.0: point 1,-1 is outside"),
+        ([{"x": 1, "y": 1, "seed": 1, "z": [0.0] * 8}], "regions.0: give a region exactly one"),
+        ([{"x": 1, "y": 1}], "regions.0: give a region exactly one of seed and z"),
+        ([{"x": 1, "y": 1, "z": [0.0] * 3}], "regions.0.z: this model's z has 8 numbers"),
+        ([{"x": 1, "y": 1, "seed": -2}], "regions.0.seed:"),
+        ([{"x": "1", "y": 1, "seed": 1}], "regions.0.x:"),
+        ([{"x": 1, "y": 1, "seed": 1, "colour": 3}], "regions.0.colour:"),
+        ([{"x": 1, "y": 1, "seed": s} for s in range(8)], "regions: at most 7 items (got 8)"),
+    ],
+)
+def test_bad_regions_are_one_clear_422(client, regions, words):
+    message = error(face(client, 0, two_blobs(), regions=regions), 422)
+    assert message.startswith(words) and "\n" not in message
+
+
+def test_seven_regions_are_enough(client):
+    regions = [{"x": 1, "y": 1, "seed": s} for s in range(7)]
+    assert face(client, 0, two_blobs(), regions=regions).status_code == 200
+
+
+def strip_of(client: TestClient, **body) -> httpx.Response:
+    return client.post("/api/strip", json={"rough": b64(two_blobs())} | body)
+
+
+def test_a_region_strip_varies_that_region_alone(client, tiny_painter):
+    rough, k = two_blobs(), 4
+    r = strip_of(client, seed=2, seed_to=9, k=k, region={"x": HAIR[0], "y": HAIR[1]})
+    faces = np.split(decode_rgb(r.content), k, axis=1)
+    np.testing.assert_array_equal(faces[0], region_face(tiny_painter, rough, 2, (*HAIR, 2)))
+    np.testing.assert_array_equal(faces[-1], region_face(tiny_painter, rough, 2, (*HAIR, 9)))
+    codes = client.get("/api/path", params={"seed": 2, "seed_to": 9, "k": k}).json()["z"]
+    middle = RegionStyle(region_at(rough, *HAIR), torch.tensor([codes[1]]))
+    np.testing.assert_array_equal(faces[1], tiny_painter.face(rough, 2, regions=[middle]))
+
+
+def test_a_region_strip_keeps_the_rest_of_the_face(client, tiny_painter):
+    """The base z and the other regions stay; the strip's region replaces its own entry."""
+    rough, z = two_blobs(), [0.3] * 8
+    regions = [{"x": 25, "y": 27, "seed": 4}, {"x": HAIR[0], "y": HAIR[1], "seed": 5}]
+    body = {"seed": 2, "seed_to": 9, "k": 2, "z": z, "regions": regions}
+    r = strip_of(client, **body, region={"x": HAIR[0] + 1, "y": HAIR[1]})
+    last = np.split(decode_rgb(r.content), 2, axis=1)[-1]
+    styles = [
+        RegionStyle(region_at(rough, 25, 27), tiny_painter.z_for_seed(4)),
+        RegionStyle(region_at(rough, *HAIR), tiny_painter.z_for_seed(9)),
+    ]
+    want = tiny_painter.face(rough, 2, torch.tensor([z]), styles)
+    np.testing.assert_array_equal(last, want)
+
+
+def test_a_whole_face_strip_keeps_the_regions(client, tiny_painter):
+    rough = two_blobs()
+    r = strip_of(client, seed=2, seed_to=9, k=2, regions=[{"x": 25, "y": 27, "seed": 4}])
+    styles = [RegionStyle(region_at(rough, 25, 27), tiny_painter.z_for_seed(4))]
+    want = list(tiny_painter.strip_faces(rough, 2, 9, 2, styles))
+    np.testing.assert_array_equal(decode_rgb(r.content), np.concatenate(want, axis=1))
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"region": {"x": 3, "y": SIZE}}, f"region: point 3,{SIZE} is outside"),
+        ({"region": {"x": 3}}, "region.y: Field required"),
+        ({"z": [0.0] * 8}, "z: a strip of the whole face varies its base style"),
+        ({"region": {"x": 3, "y": 3}, "z": [0.0] * 2}, "z: this model's z has 8 numbers"),
+        (
+            {"region": HAIR, "regions": [{"x": 26, "y": 1 + i, "seed": i} for i in range(7)]},
+            "region: a face holds 7 restyled regions",
+        ),
+    ],
+)
+def test_bad_region_strips_are_one_clear_422(client, body, words):
+    if isinstance(body.get("region"), tuple):
+        body["region"] = {"x": body["region"][0], "y": body["region"][1]}
+    assert error(strip_of(client, seed=2, seed_to=9, k=2, **body), 422).startswith(words)
+
+
+def test_path_gives_a_strips_codes(client, tiny_painter):
+    codes = client.get("/api/path", params={"seed": 2, "seed_to": 9, "k": 3}).json()["z"]
+    expected = [c[0].tolist() for c in tiny_painter.path(2, 9, 3)]
+    assert codes == expected and codes[0] == tiny_painter.z_for_seed(2)[0].tolist()
+    for params, name in (({"seed": 2, "seed_to": 9, "k": 1}, "k"), ({"seed": "x", "k": 2}, "seed")):
+        assert error(client.get("/api/path", params=params), 422).startswith(name)
+
+
+def test_a_regions_style_from_a_picture(client, tiny_painter):
+    rough, ref = two_blobs(), blob_image(np.random.default_rng(7), 64)
+    body = {"rough": b64(rough), "picture": b64(ref)}
+    r = client.post("/api/style", params={"x": HAIR[0], "y": HAIR[1]}, json=body)
+    want = tiny_painter.style_z(ref, region_at(rough, *HAIR))
+    np.testing.assert_array_equal(np.array(r.json()["z"], np.float32), want.numpy()[0])
+    assert (
+        r.json()["z"]
+        != client.post(
+            "/api/style", content=png_bytes(ref), headers={"content-type": "image/png"}
+        ).json()["z"]
+    )  # the whole picture's style is another
+    outside = client.post("/api/style", params={"x": SIZE, "y": 1}, json=body)
+    assert error(outside, 422).startswith(f"x: give an integer from 0 to {SIZE - 1}")
+    raw = client.post(
+        "/api/style?x=1&y=1", content=png_bytes(ref), headers={"content-type": "image/png"}
+    )
+    assert "application/json" in error(raw, 415)
+
+
+def test_regions_need_a_style_in_every_layer(tiny_painter):
+    arch = tiny_painter.model.arch.model_copy(update={"z_every_layer": False})
+    model = FaceModel(arch, SIZE).eval()
+    with TestClient(create_app(Painter(model, tiny_painter.recipe, torch.device("cpu")))) as c:
+        assert c.get("/api/info").json()["max_regions"] == 0
+        r = face(c, 0, two_blobs(), regions=[{"x": 1, "y": 1, "seed": 1}])
+        assert "first layer" in error(r, 409)
 
 
 # --------------------------------------------------------------------------- serving

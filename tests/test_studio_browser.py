@@ -8,6 +8,7 @@ every test checks that the page asked nothing of any other host and threw no scr
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import threading
@@ -21,7 +22,8 @@ import pytest
 from devtools.browser import CHROMIUM as CHROMIUM_BIN
 from devtools.browser import IDLE, LAUNCH_ARGS
 from spade.images import decode_rgb
-from spade.painter import Painter
+from spade.painter import Painter, RegionStyle
+from spade.regions import region_at
 from spade.studio.server import running
 
 from conftest import blob_image, png_bytes
@@ -49,14 +51,14 @@ class SlowPainter(Painter):
         self.delay, self.active, self.most, self.roughs = delay, 0, 0, []
         self.lock = threading.Lock()
 
-    def face(self, rough, seed, z=None):
+    def face(self, rough, seed, z=None, regions=()):
         with self.lock:
             self.active += 1
             self.most = max(self.most, self.active)
             self.roughs.append(rough)
         time.sleep(self.delay)
         try:
-            return super().face(rough, seed, z)
+            return super().face(rough, seed, z, regions)
         finally:
             with self.lock:
                 self.active -= 1
@@ -355,3 +357,111 @@ def test_strokes_are_redrawn_incrementally_and_match_a_full_face(browser, tiny_p
         assert "redrew" in page.locator("#latency").text_content()
         face = pixels(page, "face")
         assert np.abs(face.astype(int) - tiny_painter.face(pixels(page, "rough"), 0)).max() <= 1
+
+
+# --------------------------------------------------------------------------- regions
+
+MIDDLE = (SIZE // 2, SIZE // 2)  # a point of the starting rough's face
+
+
+def face_requests(page) -> list[dict]:
+    """The JSON bodies of the page's face requests, from now on (appended as they are sent)."""
+    bodies: list[dict] = []
+
+    def keep(request) -> None:
+        if request.url.endswith("/api/face"):
+            bodies.append(json.loads(request.post_data))
+
+    page.on("request", keep)
+    return bodies
+
+
+def select_region(page, x: int, y: int) -> None:
+    page.keyboard.press("r")
+    click_canvas(page, x, y)
+    page.wait_for_function(f"() => document.body.dataset.region === '{x},{y}'")
+
+
+def overlay_alpha(page) -> np.ndarray:
+    data = page.evaluate(
+        """() => { const c = document.getElementById("overlay");
+        return Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data); }"""
+    )
+    return np.array(data, np.uint8).reshape(SIZE, SIZE, 4)[..., 3]
+
+
+def with_region(painter: Painter, rough: np.ndarray, seed: int, code) -> np.ndarray:
+    """The face of `seed` with the blob at MIDDLE painted with `code`."""
+    return painter.face(rough, seed, regions=[RegionStyle(region_at(rough, *MIDDLE), code)])
+
+
+def test_restyle_a_region_and_undo_it(page, tiny_painter):
+    rough0, face0 = pixels(page, "rough"), pixels(page, "face")
+    sent = face_requests(page)
+    select_region(page, *MIDDLE)
+    assert page.evaluate("() => document.body.dataset.tool") == "region"
+    np.testing.assert_array_equal(overlay_alpha(page) > 0, flood(rough0, *MIDDLE))
+    assert np.array_equal(pixels(page, "rough"), rough0)  # the outline is not in the rough
+
+    page.click("#region-restyle")
+    wait_idle(page)
+    (region,) = sent[-1]["regions"]
+    assert (region["x"], region["y"]) == MIDDLE and sent[-1]["seed"] == 0
+    restyled = pixels(page, "face")
+    assert not np.array_equal(restyled, face0)
+    code = tiny_painter.z_for_seed(region["seed"])
+    np.testing.assert_array_equal(restyled, with_region(tiny_painter, rough0, 0, code))
+    assert page.locator("#region-lock").is_checked()
+
+    page.keyboard.press("Control+z")
+    wait_idle(page)
+    assert np.array_equal(pixels(page, "face"), face0) and sent[-1]["regions"] == []
+    assert not page.locator("#region-lock").is_checked()
+    page.keyboard.press("Control+Shift+z")
+    wait_idle(page)
+    assert np.array_equal(pixels(page, "face"), restyled)
+
+
+def test_a_locked_region_keeps_its_style_when_the_style_changes(page):
+    sent = face_requests(page)
+    select_region(page, *MIDDLE)
+    page.check("#region-lock")
+    wait_idle(page)
+    locked = [{"x": MIDDLE[0], "y": MIDDLE[1], "seed": 0}]  # the style it showed
+    assert sent[-1]["regions"] == locked
+    page.click("#random-seed")
+    wait_idle(page)
+    assert sent[-1]["seed"] != 0 and sent[-1]["regions"] == locked
+    page.click("#region-reset")
+    wait_idle(page)
+    assert sent[-1]["regions"] == [] and not page.locator("#region-lock").is_checked()
+
+
+def test_a_region_strip_and_a_regions_style_from_a_picture(page, tiny_painter):
+    rough = pixels(page, "rough")
+    select_region(page, *MIDDLE)
+    page.fill("#seed-to", "5")
+    page.fill("#frames", "4")
+    page.click("#region-strip")
+    page.wait_for_function("() => document.body.dataset.stripVersion === '1'")
+    mask = region_at(rough, *MIDDLE)
+    expected = list(tiny_painter.region_strip_faces(rough, 0, 5, 4, mask))
+    strip = pixels(page, "strip")
+    assert np.array_equal(strip, np.concatenate(expected, axis=1))
+
+    box = page.locator("#strip").bounding_box()  # the third face: a code between the seeds
+    page.mouse.click(box["x"] + box["width"] * 2.5 / 4, box["y"] + box["height"] / 2)
+    page.wait_for_function("() => document.body.dataset.regions === '1'")
+    wait_idle(page)
+    assert np.array_equal(pixels(page, "face"), expected[2])
+
+    ref = blob_image(np.random.default_rng(13), 40)
+    files = {"name": "ref.png", "mimeType": "image/png", "buffer": png_bytes(ref)}
+    page.set_input_files("#region-style-file", files=files)
+    page.wait_for_function(
+        "() => document.body.dataset.error === '' && "
+        "document.getElementById('message').textContent.includes('ref.png')"
+    )
+    wait_idle(page)
+    code = tiny_painter.style_z(ref, mask)
+    assert np.array_equal(pixels(page, "face"), with_region(tiny_painter, rough, 0, code))

@@ -85,6 +85,26 @@ def test_a_new_seed_or_style_is_a_full_redraw(client):
     assert np.abs(face.astype(int) - full).max() <= 1
 
 
+def test_regions_are_full_faces_and_no_entry_outlives_them(client, tiny_painter):
+    """A face with regions is full and drops the page's entry: the next face without them is
+    full too (never redrawn from a canvas of before the regions), then strokes are incremental."""
+    rough = rough0()
+    post(client, rough, page="r")
+    rough = stroke(rough)
+    assert post(client, rough, page="r")[1].startswith("incremental")
+    regions = [{"x": 3, "y": 3, "seed": 5}]
+    face, how = post(client, rough, page="r", regions=regions)
+    assert how == "full; changed=1.0000; recomputed=1.0000; regions=1"
+    assert client.get("/api/info").json()["redraw"]["pages"] == 0
+    full, _ = post(client, rough, regions=regions)
+    np.testing.assert_array_equal(face, full)
+    rough = stroke(rough, 1)
+    assert post(client, rough, page="r")[1].startswith("full")
+    face, how = post(client, stroke(rough, 2), page="r")
+    assert how.startswith("incremental")
+    assert np.abs(face.astype(int) - tiny_painter.face(stroke(rough, 2), 0)).max() <= 1
+
+
 def test_pages_do_not_share_canvases(client):
     a, b = rough0(), stroke(rough0(), 7)
     post(client, a, page="a")

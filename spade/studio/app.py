@@ -1,12 +1,18 @@
 """The studio's ASGI app: one static page and a small JSON/PNG API over a `Painter`.
 
     GET  /                     the page (plain HTML, JS and a canvas; nothing from other hosts)
-    GET  /api/info             model size, style encoder, seed range, palette, limits
+    GET  /api/info             model size, style encoder, regions, seed range, palette, limits
     GET  /api/default-rough    the starting canvas (PNG)
-    POST /api/face             {rough: base64 PNG, seed, z?, page?} → face (PNG)
-    POST /api/strip            {rough, seed, seed_to, k} → k faces side by side (PNG)
+    POST /api/face             {rough: base64 PNG, seed, z?, regions?, page?} → face (PNG)
+    POST /api/strip            {rough, seed, seed_to, k, regions?, region?, z?} → k faces (PNG)
+    GET  /api/path             ?seed=&seed_to=&k= → {z: the k codes of that strip}
     POST /api/prepare?roughen= any picture (image/*) → a rough at the model's size (PNG)
     POST /api/style            a reference face (image/*) → {z} for /api/face (needs the encoder)
+    POST /api/style?x=&y=      {rough, picture} → {z}: the picture's style inside the rough's
+                               blob at (x, y), for that region
+
+Regions (`regions: [{x, y, seed} | {x, y, z}]`) are points of the rough: each paints the blob
+under it in the request's rough with a code of its own (`spade.studio.styles`).
 
 Errors are JSON `{"error": "…"}` with a 4xx status, and every response, a 500 included, carries
 the security headers. Request bodies are parsed and pictures decoded in worker threads, at most
@@ -48,19 +54,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from spade.config import MAX_SEED
 from spade.errors import UserError
 from spade.images import png_bytes
-from spade.painter import Painter
+from spade.painter import Painter, RegionStyle
 from spade.runtime import precision_of
 from spade.studio.admission import Admission, Dropped, check
 from spade.studio.palette import default_rough, palette
 from spade.studio.redraw import Redrawer, header
+from spade.studio.styles import base_z, blob, max_regions, region_styles, strip_region
 from spade.studio.uploads import (
     ApiError,
     FaceRequest,
     Limits,
+    Point,
+    RegionStyleRequest,
     StripRequest,
+    decode_base64,
     decode_picture,
     decode_rough,
     parse_json,
+    query_int,
     read_body,
     require_image,
     require_json,
@@ -116,14 +127,19 @@ class Studio:
         body = await self.body(request)
         return await self.decode(request, lambda: decode_picture(body, self.limits.max_side))
 
-    async def rough_request(self, request: Request, model: type[M]) -> tuple[M, np.ndarray]:
-        """A JSON request holding a rough: the validated request and the decoded rough."""
+    async def styled_request(
+        self, request: Request, model: type[M]
+    ) -> tuple[M, np.ndarray, torch.Tensor | None, list[RegionStyle]]:
+        """A JSON face or strip request: the validated request, its rough, its base z (None:
+        the seed's own) and its regions resolved in that rough."""
         require_json(request)
         body = await self.body(request)
 
-        def parse() -> tuple[M, np.ndarray]:
+        def parse() -> tuple[M, np.ndarray, torch.Tensor | None, list[RegionStyle]]:
             req = parse_json(model, body)
-            return req, decode_rough(req.rough, self.painter.size)
+            rough = decode_rough(req.rough, self.painter.size)
+            z = base_z(self.painter, req.z)
+            return req, rough, z, region_styles(self.painter, rough, req.regions)
 
         return await self.decode(request, parse)
 
@@ -135,6 +151,7 @@ class Studio:
             "runtime": self.painter.runner.name,
             "precision": self.precision,
             "has_style_encoder": self.painter.has_style_encoder,
+            "max_regions": max_regions(self.painter),
             "z_dim": self.painter.model.arch.z_dim,
             "max_seed": MAX_SEED,
             "palette": [c.to_json() for c in self.palette],
@@ -223,38 +240,53 @@ async def default_rough_png(request: Request) -> Response:
 
 async def face(request: Request) -> Response:
     started, studio = time.perf_counter(), _studio(request)
-    req, rough = await studio.rough_request(request, FaceRequest)
-    z = None
-    if req.z is not None:
-        if len(req.z) != studio.painter.model.arch.z_dim:
-            raise ApiError(422, f"z: this model's z has {studio.painter.model.arch.z_dim} numbers")
-        z = torch.tensor([req.z], dtype=torch.float32)
+    req, rough, z, regions = await studio.styled_request(request, FaceRequest)
     redraws = []
 
     def run() -> np.ndarray:
-        img, how = studio.redrawer.face(req.page, rough, req.seed, z)
+        img, how = studio.redrawer.face(req.page, rough, req.seed, z, regions)
         redraws.append(how)
         return img
 
-    return await studio.infer(request, run, started, lambda: {"X-Redraw": header(redraws[0])})
+    def headers() -> dict[str, str]:
+        return {"X-Redraw": header(redraws[0], len(regions))}
+
+    return await studio.infer(request, run, started, headers)
 
 
 async def strip(request: Request) -> Response:
+    """The whole face's style from seed to seed_to (the regions keep theirs) or, with
+    `region`, only that blob's (the rest of the face keeps its styles)."""
     started, studio = time.perf_counter(), _studio(request)
-    req, rough = await studio.rough_request(request, StripRequest)
+    req, rough, z, regions = await studio.styled_request(request, StripRequest)
     if req.k > studio.limits.max_strip:
         raise ApiError(422, f"k: a strip holds 2 to {studio.limits.max_strip} faces")
-
+    painter, args = studio.painter, (rough, req.seed, req.seed_to, req.k)
+    if req.region is None:
+        faces = painter.strip_faces(*args, regions)
+    else:
+        mask = strip_region(painter, rough, req.region, regions)
+        faces = painter.region_strip_faces(*args, mask, z, regions)
     stop = _stop(request)
 
     def run() -> np.ndarray:
-        faces = []
-        for face in studio.painter.strip_faces(rough, req.seed, req.seed_to, req.k):
-            faces.append(face)
+        shown = []
+        for face in faces:
+            shown.append(face)
             check(stop)  # before the next face: its client may have left
-        return np.concatenate(faces, axis=1)
+        return np.concatenate(shown, axis=1)
 
     return await studio.infer(request, run, started)
+
+
+async def path(request: Request) -> Response:
+    """The codes of a strip's faces (`Painter.path`): a face of a strip, adopted as a style."""
+    studio = _studio(request)
+    seed = query_int(request, "seed", 0, MAX_SEED)
+    seed_to = query_int(request, "seed_to", 0, MAX_SEED)
+    k = query_int(request, "k", 2, studio.limits.max_strip)
+    codes = studio.painter.path(seed, seed_to, k)
+    return JSONResponse({"z": [c.float().flatten().tolist() for c in codes]})
 
 
 async def prepare(request: Request) -> Response:
@@ -269,6 +301,9 @@ async def prepare(request: Request) -> Response:
 
 
 async def style(request: Request) -> Response:
+    """A reference picture's style: of the whole picture or, with ?x=&y=, of its part inside
+    the blob of the rough at that point (the faces are portraits: the rough's hair finds the
+    reference's hair)."""
     studio = _studio(request)
     if not studio.painter.has_style_encoder:
         raise ApiError(
@@ -276,9 +311,28 @@ async def style(request: Request) -> Response:
             "this model has no style encoder: train with train.arch.use_vae: true "
             "to take styles from reference pictures",
         )
-    rgb = await studio.picture(request)
-    z = await studio.run(request, lambda: studio.painter.style_z(rgb))
+    if {"x", "y"} & request.query_params.keys():
+        rgb, mask = await region_reference(request, studio)
+    else:
+        rgb, mask = await studio.picture(request), None
+    z = await studio.run(request, lambda: studio.painter.style_z(rgb, mask))
     return JSONResponse({"z": z.float().flatten().tolist()})
+
+
+async def region_reference(request: Request, studio: Studio) -> tuple[np.ndarray, np.ndarray]:
+    """POST /api/style?x=&y= {rough, picture}: the picture and the mask of the rough's blob."""
+    size = studio.painter.size
+    point = Point(x=query_int(request, "x", 0, size - 1), y=query_int(request, "y", 0, size - 1))
+    require_json(request)
+    body = await studio.body(request)
+
+    def parse() -> tuple[np.ndarray, np.ndarray]:
+        req = parse_json(RegionStyleRequest, body)
+        rough = decode_rough(req.rough, size)
+        picture = decode_base64(req.picture, "picture")
+        return decode_picture(picture, studio.limits.max_side), blob(rough, point, "x,y")
+
+    return await studio.decode(request, parse)
 
 
 # --------------------------------------------------------------------------- errors
@@ -360,6 +414,7 @@ def create_app(
         Route("/api/default-rough", default_rough_png),
         Route("/api/face", face, methods=["POST"]),
         Route("/api/strip", strip, methods=["POST"]),
+        Route("/api/path", path),
         Route("/api/prepare", prepare, methods=["POST"]),
         Route("/api/style", style, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

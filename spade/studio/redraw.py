@@ -3,7 +3,8 @@
 Each page (a random id its script sends with every face request) keeps its last rough and the
 activations of its last face, in a `PageCache` bounded in bytes (least recently used pages go
 first). A face of the same page with the same seed and style is an incremental redraw; anything
-else is a full one:
+else is a full one. A face with restyled regions is always full (its masks follow the rough)
+and drops its page's entry, so no entry outlives a change of regions:
 
 - with a PyTorch runner, a full redraw is captured as it is computed (no extra cost);
 - with an exported graph (ONNX Runtime, OpenVINO: faster for whole faces), a full redraw goes
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +31,7 @@ import torch
 
 from spade.data import to_images, to_model
 from spade.incremental import Canvas, IncrementalGenerator, Redraw
-from spade.painter import Painter
+from spade.painter import Painter, RegionStyle
 from spade.runtime import TorchRunner, fastest_seconds
 from spade.strokes import brush_stroke
 
@@ -146,9 +148,20 @@ class Redrawer:
                 )
 
     def face(
-        self, page: str | None, rough: np.ndarray, seed: int, z: torch.Tensor | None = None
+        self,
+        page: str | None,
+        rough: np.ndarray,
+        seed: int,
+        z: torch.Tensor | None = None,
+        regions: Sequence[RegionStyle] = (),
     ) -> tuple[np.ndarray, Redraw]:
-        """The face of `rough` for `page` (None: no page, a plain full face)."""
+        """The face of `rough` for `page` (None: no page, a plain full face); with `regions`,
+        a full face, and the page's entry is dropped."""
+        if regions:
+            if page is not None:
+                self.pages.take(page)
+            self.last = Redraw(False, 1.0, 1.0)
+            return self.painter.face(rough, seed, z, regions), self.last
         if page is None or self.off:
             self.last = Redraw(False, 1.0, 1.0)
             return self.painter.face(rough, seed, z), self.last
@@ -195,7 +208,9 @@ def header_fields(info: Redraw) -> dict:
     }
 
 
-def header(info: Redraw) -> str:
-    """The `X-Redraw` response header: `incremental` or `full`, and the fractions."""
+def header(info: Redraw, regions: int = 0) -> str:
+    """The `X-Redraw` response header: `incremental` or `full`, the fractions, and the number
+    of restyled regions when there are any (the reason such a face is full)."""
     kind = "incremental" if info.incremental else "full"
-    return f"{kind}; changed={info.changed:.4f}; recomputed={info.recomputed:.4f}"
+    text = f"{kind}; changed={info.changed:.4f}; recomputed={info.recomputed:.4f}"
+    return f"{text}; regions={regions}" if regions else text

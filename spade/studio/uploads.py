@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
@@ -16,11 +17,20 @@ from typing import Annotated, TypeVar
 import anyio
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from starlette.requests import Request
 
 from spade.config import Seed
 from spade.images import FORMATS_SHOWN, IMAGE_FORMATS, UnreadableImage, decode_rgb
+from spade.regions import MAX_CODES
 
 MiB = 1 << 20
 
@@ -80,6 +90,15 @@ async def read_body(request: Request, limit: int, seconds: float) -> bytes:
     return b"".join(chunks)
 
 
+def query_int(request: Request, name: str, low: int, high: int) -> int:
+    """An integer query parameter from `low` to `high`."""
+    text = request.query_params.get(name)
+    if text is None or not re.fullmatch(r"[0-9]{1,10}", text) or not low <= int(text) <= high:
+        shown = "missing" if text is None else repr(text[:20])
+        raise ApiError(422, f"{name}: give an integer from {low} to {high} (got {shown})")
+    return int(text)
+
+
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -121,19 +140,23 @@ def decode_picture(data: bytes, max_side: int) -> np.ndarray:
         raise ApiError(415, f"{not_image}: {e}") from None
 
 
-def decode_rough(text: str, size: int) -> np.ndarray:
-    """A rough sent as base64 PNG (a data: URL or bare): exactly the model's size."""
+def decode_base64(text: str, what: str) -> bytes:
+    """The bytes of a picture sent as base64 (a data: URL or bare); `what` names it."""
     if text.startswith("data:"):
         header, comma, payload = text.partition(",")
         if not comma or not header.endswith(";base64"):
-            raise ApiError(400, "the rough is not a base64 data URL (data:image/png;base64,…)")
+            raise ApiError(400, f"the {what} is not a base64 data URL (data:image/png;base64,…)")
     else:
         payload = text
     try:
-        data = base64.b64decode(payload, validate=True)
+        return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(400, "the rough is not valid base64") from None
-    rough = decode_picture(data, max_side=size)
+        raise ApiError(400, f"the {what} is not valid base64") from None
+
+
+def decode_rough(text: str, size: int) -> np.ndarray:
+    """A rough sent as base64 PNG (a data: URL or bare): exactly the model's size."""
+    rough = decode_picture(decode_base64(text, "rough"), max_side=size)
     if rough.shape[:2] != (size, size):
         h, w = rough.shape[:2]
         raise ApiError(
@@ -152,25 +175,75 @@ Z = Annotated[float, Strict(False), Field(allow_inf_nan=False, ge=-100.0, le=100
 PageId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
+Pixel = Annotated[int, Strict()]
+
+
+class Point(BaseModel):
+    """A pixel of the rough at the model's size: it names the blob under it
+    (`spade.regions.region_at`), in whatever rough the request holds."""
+
+    model_config = ConfigDict(extra="forbid")
+    x: Pixel
+    y: Pixel
+
+
+class Region(Point):
+    """A blob of the rough painted with a code of its own: a seed's or a given z."""
+
+    seed: Seed | None = None
+    z: list[Z] | None = None
+
+    @model_validator(mode="after")
+    def one_style(self) -> Region:
+        if (self.seed is None) == (self.z is None):
+            raise ValueError("give a region exactly one of seed and z")
+        return self
+
+
+Regions = Annotated[list[Region], Field(max_length=MAX_CODES - 1)]
+
+
 class FaceRequest(BaseModel):
-    """POST /api/face: the rough, the seed, optionally a style z (from /api/style), and
-    optionally the page's id: faces of one page are redrawn incrementally (`spade.incremental`)."""
+    """POST /api/face: the rough, the seed, optionally a style z (from /api/style), regions
+    with codes of their own, and optionally the page's id: faces of one page are redrawn
+    incrementally (`spade.incremental`)."""
 
     model_config = ConfigDict(extra="forbid")
     rough: str
     seed: Seed
     z: list[Z] | None = None
+    regions: Regions = []
     page: PageId | None = None
 
 
 class StripRequest(BaseModel):
-    """POST /api/strip: k faces from the z of `seed` to the z of `seed_to`."""
+    """POST /api/strip: k faces from the z of `seed` to the z of `seed_to`, of the whole face
+    (the `regions` keep their codes) or, with `region`, of that blob alone (the base style `z`
+    and the other `regions` keep theirs)."""
 
     model_config = ConfigDict(extra="forbid")
     rough: str
     seed: Seed
     seed_to: Seed
     k: Annotated[int, Strict()] = Field(6, ge=2)
+    z: list[Z] | None = None
+    regions: Regions = []
+    region: Point | None = None
+
+    @model_validator(mode="after")
+    def z_needs_a_region(self) -> StripRequest:
+        if self.z is not None and self.region is None:
+            raise ValueError("z: a strip of the whole face varies its base style; z needs region")
+        return self
+
+
+class RegionStyleRequest(BaseModel):
+    """POST /api/style?x=&y=: the rough whose blob at (x, y) is the region, and the reference
+    picture (base64) whose style inside that region is wanted."""
+
+    model_config = ConfigDict(extra="forbid")
+    rough: str
+    picture: str
 
 
 def parse_json(model: type[M], body: bytes) -> M:
@@ -184,5 +257,11 @@ def parse_json(model: type[M], body: bytes) -> M:
 
 
 def _field_message(err: dict) -> str:
-    where = ".".join(str(p) for p in err["loc"]) or "body"
-    return f"{where}: {err['msg']}"
+    where = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "value_error":  # our validators' own sentences, without pydantic's prefix
+        message = str(err["ctx"]["error"])
+        return f"{where}: {message}" if where else message
+    if err["type"] == "too_long":
+        ctx = err["ctx"]
+        return f"{where}: at most {ctx['max_length']} items (got {ctx['actual_length']})"
+    return f"{where or 'body'}: {err['msg']}"

@@ -4,7 +4,13 @@
 // ImageData (a hard-edged brush, an exact-colour fill), so only chosen colours ever appear.
 // Faces: at most one request in flight; while it runs, later changes only mark the canvas as
 // wanted, and the newest canvas is sent when it returns. Page state for tests and tools lives in
-// data attributes on <body>: want/shown (face requests), busy, canvas-version, tool, error.
+// data attributes on <body>: want/shown (face requests), busy, canvas-version, tool, error,
+// region (the selected blob's point), regions (how many have a style of their own).
+//
+// Regions: the Region tool selects the blob (one colour, 4-connected) under the pointer; a blob
+// restyled (a seed or a z of its own) is sent as its point, and the server finds the blob under
+// that point in each rough it gets, so the style follows the blob as it is repainted. Region
+// styles are part of the document: undo and redo take them back with the pixels.
 
 const state = document.body.dataset;
 const $ = (id) => document.getElementById(id);
@@ -13,6 +19,8 @@ const rough = $("rough");
 const roughCtx = rough.getContext("2d", { willReadFrequently: true });
 const face = $("face");
 const faceCtx = face.getContext("2d");
+const overlay = $("overlay");
+const overlayCtx = overlay.getContext("2d");
 
 let info = null;
 let size = 64;
@@ -23,7 +31,10 @@ let tool = "brush";
 let lastPaintTool = "brush";
 let seed = 0;
 let styleZ = null; // z of a reference picture, or null for the seed's own style
-const undoStack = [];
+let regions = []; // [{x, y, seed} | {x, y, z}]: blobs with a style of their own (never mutated)
+let selected = null; // {x, y}: a point of the blob the Region tool selected
+let stripOf = null; // the strip shown: {point (its region, or null), seed, seedTo, k}
+const undoStack = []; // documents: {pixels, regions}
 const redoStack = [];
 const THROTTLE_MS = 120; // face requests while a stroke is still being drawn
 const SPINNER_MS = 1000;
@@ -98,21 +109,29 @@ function timings(response) {
 function commit() {
   roughCtx.putImageData(pixels, 0, 0);
   state.canvasVersion = String(Number(state.canvasVersion) + 1);
+  drawOverlay(); // the selected blob may have changed shape
 }
 
-function snapshot() {
-  undoStack.push(new ImageData(new Uint8ClampedArray(pixels.data), size, size));
+const copyPixels = () => new ImageData(new Uint8ClampedArray(pixels.data), size, size);
+
+function remember(doc) {
+  undoStack.push(doc);
   const limit = Math.max(20, Math.floor((32 << 20) / pixels.data.length));
   if (undoStack.length > limit) undoStack.shift();
   redoStack.length = 0;
   updateHistoryButtons();
 }
 
+function snapshot() {
+  remember({ pixels: copyPixels(), regions });
+}
+
 function restore(from, to) {
   if (!from.length) return;
-  to.push(pixels);
-  pixels = from.pop();
+  to.push({ pixels, regions });
+  ({ pixels, regions } = from.pop());
   commit();
+  updateRegionControls();
   updateHistoryButtons();
   wantFace();
 }
@@ -132,6 +151,30 @@ function replaceDocument(imageData) {
   setBackground(pixelAt(0, 0));
   wantFace();
 }
+
+// The blob under (x, y): a mask of the 4-connected pixels of exactly its colour (the server's
+// spade.regions.region_at).
+function blobMask(x, y) {
+  const mask = new Uint8Array(size * size);
+  const data = pixels.data;
+  const t = (y * size + x) * 4;
+  const same = (p) =>
+    data[p * 4] === data[t] && data[p * 4 + 1] === data[t + 1] && data[p * 4 + 2] === data[t + 2];
+  const stack = [y * size + x];
+  while (stack.length) {
+    const p = stack.pop();
+    if (mask[p] || !same(p)) continue;
+    mask[p] = 1;
+    const px = p % size;
+    if (px > 0) stack.push(p - 1);
+    if (px < size - 1) stack.push(p + 1);
+    if (p >= size) stack.push(p - size);
+    if (p < size * (size - 1)) stack.push(p + size);
+  }
+  return mask;
+}
+
+const sameBlob = (a, b) => blobMask(a.x, a.y)[b.y * size + b.x] === 1;
 
 function pixelAt(x, y) {
   const i = (y * size + x) * 4;
@@ -217,6 +260,7 @@ async function pump() {
     rough: rough.toDataURL("image/png"),
     seed,
     z: styleZ,
+    regions,
     page: PAGE,
   });
   const sentSeed = seed;
@@ -255,17 +299,22 @@ function showLatency(roundTrip, server, redraw) {
   state.latencyMs = String(Math.round(roundTrip));
 }
 
-async function makeStrip() {
+// A strip of the whole face (the restyled regions keep their styles) or, with `point`, of that
+// region alone (the rest of the face keeps its styles).
+async function makeStrip(point = null) {
   const k = Number($("frames").value);
   const seedTo = Number($("seed-to").value);
-  const button = $("strip-button");
+  const button = $(point ? "region-strip" : "strip-button");
+  const what = point ? " in the region" : "";
+  const request = { rough: rough.toDataURL("image/png"), seed, seed_to: seedTo, k, regions };
+  if (point) Object.assign(request, { region: point, z: styleZ });
   button.disabled = true;
-  showMessage(`computing ${k} faces from seed ${seed} to seed ${seedTo}…`);
+  showMessage(`computing ${k} faces from seed ${seed} to seed ${seedTo}${what}…`);
   try {
     const response = await fetchOk("/api/strip", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ rough: rough.toDataURL("image/png"), seed, seed_to: seedTo, k }),
+      body: JSON.stringify(request),
     });
     const image = await blobToImageData(await response.blob());
     const strip = $("strip");
@@ -274,12 +323,142 @@ async function makeStrip() {
     strip.style.maxWidth = `${k * 8}rem`; // frames 8rem tall at most
     strip.getContext("2d").putImageData(image, 0, 0);
     strip.hidden = false;
+    stripOf = { point, seed, seedTo, k };
+    state.stripKind = point ? "region" : "face";
     state.stripVersion = String(Number(state.stripVersion) + 1);
-    showMessage(`${k} faces from seed ${seed} to seed ${seedTo}`);
+    const pick = point ? ": click one to give the region its style" : "";
+    showMessage(`${k} faces from seed ${seed} to seed ${seedTo}${what}${pick}`);
   } catch (err) {
     showMessage(err.message, true);
   } finally {
     button.disabled = false;
+    updateRegionControls();
+  }
+}
+
+// A click on a region strip gives its region the style of the face clicked.
+async function adoptStripFace(event) {
+  if (!stripOf || !stripOf.point) return;
+  const { point, seed: from, seedTo, k } = stripOf;
+  const box = $("strip").getBoundingClientRect();
+  const at = Math.floor(((event.clientX - box.left) / box.width) * k);
+  const i = Math.min(k - 1, Math.max(0, at));
+  if (i === 0 || i === k - 1) {
+    setRegionStyle(point, { seed: i === 0 ? from : seedTo });
+    return;
+  }
+  try {
+    const query = new URLSearchParams({ seed: from, seed_to: seedTo, k });
+    const codes = (await (await fetchOk(`/api/path?${query}`)).json()).z;
+    setRegionStyle(point, { z: codes[i] });
+  } catch (err) {
+    showMessage(err.message, true);
+  }
+}
+
+// ------------------------------------------------------------------------------ regions
+
+// The regions' entry for the blob under `point`, or null when it has the face's style.
+function regionAt(point) {
+  return regions.findLast((r) => sameBlob(r, point)) || null;
+}
+
+function select(point) {
+  selected = point;
+  state.region = point ? `${point.x},${point.y}` : "";
+  drawOverlay();
+  updateRegionControls();
+}
+
+// The selected blob, tinted, with a dashed outline along its edge pixels: on a canvas of its
+// own over the rough, never in the rough's pixels.
+function drawOverlay() {
+  overlayCtx.clearRect(0, 0, overlay.width, overlay.height);
+  if (!selected || !pixels) return;
+  const mask = blobMask(selected.x, selected.y);
+  const image = overlayCtx.createImageData(size, size);
+  const inside = (x, y) => x >= 0 && y >= 0 && x < size && y < size && mask[y * size + x];
+  for (let y = 0; y < size; y++) {
+    for (let x = 0; x < size; x++) {
+      if (!mask[y * size + x]) continue;
+      const edge =
+        !inside(x - 1, y) || !inside(x + 1, y) || !inside(x, y - 1) || !inside(x, y + 1);
+      const dash = (x + y) % 4 < 2 ? [255, 255, 255, 255] : [107, 79, 216, 255];
+      image.data.set(edge ? dash : [107, 79, 216, 60], (y * size + x) * 4);
+    }
+  }
+  overlayCtx.putImageData(image, 0, 0);
+}
+
+function describeRegion(entry) {
+  if (!entry) return "the face's style";
+  return entry.seed !== undefined ? `seed ${entry.seed}` : "a style of its own (a code)";
+}
+
+function updateRegionControls() {
+  const max = info ? info.max_regions : 0;
+  const on = Boolean(selected) && max > 0;
+  const entry = on ? regionAt(selected) : null;
+  const picture = on && info.has_style_encoder;
+  for (const id of ["region-restyle", "region-strip", "region-lock"]) $(id).disabled = !on;
+  $("region-reset").disabled = !entry;
+  $("region-lock").checked = Boolean(entry);
+  $("region-style-file").disabled = !picture;
+  $("region-style-label").classList.toggle("disabled", !picture);
+  state.regions = String(regions.length);
+  const count = `${regions.length} of ${max} regions restyled`;
+  $("region-note").textContent = !max
+    ? "This model's style reaches only its first layer: its regions cannot be restyled."
+    : selected
+      ? `Region at ${selected.x},${selected.y}: ${describeRegion(entry)} · ${count}`
+      : `Region tool (R): click a blob of the rough to restyle it alone · ${count}`;
+}
+
+// Give the blob under `point` a style of its own ({seed} or {z}), or with null the face's
+// style back; undoable.
+function setRegionStyle(point, code) {
+  const others = regions.filter((r) => !sameBlob(r, point));
+  if (code && others.length >= info.max_regions) {
+    showMessage(`at most ${info.max_regions} restyled regions: reset one first`, true);
+    updateRegionControls();
+    return;
+  }
+  snapshot();
+  regions = code ? [...others, { x: point.x, y: point.y, ...code }] : others;
+  updateRegionControls();
+  wantFace();
+}
+
+// Lock: the region keeps the style it shows now (the face's seed or reference z, stored as
+// its own) when the seed or the style picture changes; unlocked, it follows the face again.
+function lockRegion(locked) {
+  if (!selected) return;
+  setRegionStyle(selected, locked ? (styleZ ? { z: styleZ } : { seed }) : null);
+}
+
+const dataUrl = (file) =>
+  new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error("cannot read the file"));
+    reader.readAsDataURL(file);
+  });
+
+async function uploadRegionStyle(file) {
+  const point = selected;
+  if (!point) return;
+  try {
+    const picture = await dataUrl(file);
+    const body = JSON.stringify({ rough: rough.toDataURL("image/png"), picture });
+    const response = await fetchOk(`/api/style?x=${point.x}&y=${point.y}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body,
+    });
+    setRegionStyle(point, { z: (await response.json()).z });
+    showMessage(`region styled like the same region of ${file.name}`);
+  } catch (err) {
+    showMessage(`${file.name}: ${err.message}`, true);
   }
 }
 
@@ -306,17 +485,19 @@ function onPointerDown(event) {
   const p = canvasPoint(event);
   const x = Math.min(size - 1, Math.max(0, Math.floor(p.x)));
   const y = Math.min(size - 1, Math.max(0, Math.floor(p.y)));
+  if (tool === "region") {
+    select({ x, y });
+    return;
+  }
   if (tool === "picker") {
     setColour(pixelAt(x, y));
     setTool(lastPaintTool === "eraser" ? "brush" : lastPaintTool);
     return;
   }
   if (tool === "fill") {
-    const before = new ImageData(new Uint8ClampedArray(pixels.data), size, size);
+    const before = { pixels: copyPixels(), regions };
     if (fill(x, y, colour)) {
-      undoStack.push(before);
-      redoStack.length = 0;
-      updateHistoryButtons();
+      remember(before);
       commit();
       wantFace();
     }
@@ -354,8 +535,9 @@ function onPointerUp(event) {
 // ------------------------------------------------------------------------------ controls
 
 function setTool(name) {
+  if (name === "region" && !(info && info.max_regions)) return; // this model has no regions
   tool = name;
-  if (name !== "picker") lastPaintTool = name;
+  if (name !== "picker" && name !== "region") lastPaintTool = name;
   state.tool = name;
   for (const b of document.querySelectorAll("button.tool")) {
     b.setAttribute("aria-pressed", String(b.dataset.tool === name));
@@ -384,6 +566,8 @@ function setSize(value) {
   $("size").value = String(v);
   $("size-value").textContent = `${v} px`;
 }
+
+const randomSeed = () => crypto.getRandomValues(new Uint32Array(1))[0] % (info.max_seed + 1);
 
 function setSeed(value, request = true) {
   const v = Math.min(info.max_seed, Math.max(0, Math.floor(Number(value) || 0)));
@@ -419,7 +603,7 @@ function buildPalette(colours) {
       b.addEventListener("click", () => {
         setColour(c.rgb);
         if (c.group === "background") setBackground(c.rgb);
-        if (tool === "picker" || tool === "eraser") setTool("brush");
+        if (tool === "picker" || tool === "eraser" || tool === "region") setTool("brush");
       });
       row.append(b);
     }
@@ -489,8 +673,9 @@ function onKey(event) {
     event.preventDefault();
     redo();
   } else if (!mod && !event.altKey && !typing) {
-    const tools = { b: "brush", f: "fill", i: "picker", e: "eraser" };
-    if (event.key === "[") setSize(brushSize() - 1);
+    const tools = { b: "brush", f: "fill", i: "picker", e: "eraser", r: "region" };
+    if (event.key === "Escape" && selected) select(null);
+    else if (event.key === "[") setSize(brushSize() - 1);
     else if (event.key === "]") setSize(brushSize() + 1);
     else if (tools[event.key.toLowerCase()]) setTool(tools[event.key.toLowerCase()]);
     else return;
@@ -519,10 +704,16 @@ function wire() {
   });
   $("colour").addEventListener("input", () => setColour(fromHex($("colour").value)));
   $("seed").addEventListener("change", () => setSeed($("seed").value));
-  $("random-seed").addEventListener("click", () =>
-    setSeed(crypto.getRandomValues(new Uint32Array(1))[0] % (info.max_seed + 1)),
+  $("random-seed").addEventListener("click", () => setSeed(randomSeed()));
+  $("strip-button").addEventListener("click", () => makeStrip());
+  $("strip").addEventListener("click", adoptStripFace);
+  $("region-restyle").addEventListener("click", () =>
+    setRegionStyle(selected, { seed: randomSeed() }),
   );
-  $("strip-button").addEventListener("click", makeStrip);
+  $("region-reset").addEventListener("click", () => setRegionStyle(selected, null));
+  $("region-lock").addEventListener("change", () => lockRegion($("region-lock").checked));
+  $("region-strip").addEventListener("click", () => makeStrip(selected));
+  onFile("region-style-file", uploadRegionStyle);
   $("save-face").addEventListener("click", () => download(face, `face-seed${seed}.png`));
   $("save-rough").addEventListener("click", () => download(rough, "rough.png"));
   $("style-clear").addEventListener("click", clearStyle);
@@ -543,12 +734,18 @@ function setUpStyle() {
   state.style = "seed";
 }
 
+function setUpRegions() {
+  const button = document.querySelector('button.tool[data-tool="region"]');
+  button.disabled = !info.max_regions;
+  updateRegionControls();
+}
+
 async function start() {
   wire();
   try {
     info = await (await fetchOk("/api/info")).json();
     size = info.size;
-    for (const c of [rough, face]) c.width = c.height = size;
+    for (const c of [rough, face, overlay]) c.width = c.height = size;
     $("size").max = String(Math.max(4, Math.round(size / 4)));
     setSize(Math.max(2, Math.round(size / 16)));
     $("seed").max = $("seed-to").max = String(info.max_seed);
@@ -557,6 +754,7 @@ async function start() {
       `${info.model} · ${size}×${size} px · ${info.runtime} on ${info.device} · ${info.precision}`;
     buildPalette(info.palette);
     setUpStyle();
+    setUpRegions();
     const initial = await fetchOk("/api/default-rough");
     pixels = await blobToImageData(await initial.blob());
     commit();
