@@ -183,6 +183,24 @@ class GeneratorArch(Section):
     noise: Flag = True
     use_vae: Flag = True  # the style encoder: a face's style as z
     nef: Integer = Field(64, ge=1, le=MAX_BASE_WIDTH)
+    # the coarsest resolution (px) z reaches: 4 is every layer and the start; 16 leaves the
+    # layers below 16 px (and a learned constant start) to the rough, so that the style is
+    # decided where a face's regions are apart (region styles, docs/training.md)
+    style_from: Integer = Field(4, ge=4, le=512)
+
+    @model_validator(mode="after")
+    def _style_reaches_a_layer(self) -> GeneratorArch:
+        if self.style_from & (self.style_from - 1):
+            raise ValueError(
+                f"style_from must be a power of two (4, 8, 16…), got {self.style_from}"
+            )
+        if self.style_from > START_SIZE and not self.z_every_layer:
+            raise ValueError("style_from above 4 needs z_every_layer: z would reach no layer")
+        return self
+
+    def styled(self, resolution: int) -> bool:
+        """Whether z modulates the SPADE layers of the block at `resolution` px."""
+        return self.z_every_layer and resolution >= self.style_from
 
 
 class DiscriminatorArch(Section):
@@ -224,21 +242,23 @@ def _conv(cin: int, cout: int, k: int, bias: bool = True) -> int:
     return cin * cout * k * k + (cout if bias else 0)
 
 
-def _spade(channels: int, arch: GeneratorArch) -> int:
-    style = _conv(arch.z_dim, 2 * channels, 1) if arch.z_every_layer else 0  # a Linear
+def _spade(channels: int, arch: GeneratorArch, styled: bool) -> int:
+    style = _conv(arch.z_dim, 2 * channels, 1) if styled else 0  # a Linear
     return _conv(3, arch.spade_hidden, 3) + _conv(arch.spade_hidden, 2 * channels, 3) + style
 
 
 def generator_parameters(arch: GeneratorArch, image_size: int) -> int:
     """Parameters of `FaceModel(arch, image_size)`: the generator and its style encoder."""
     widths = generator_channels(arch, image_size)
-    n = _conv(arch.z_dim, widths[0] * START_SIZE**2, 1) + _conv(widths[-1], 3, 3)
-    for fin, fout in zip([widths[0], *widths[:-1]], widths, strict=True):
-        fmid = min(fin, fout)
-        n += _spade(fin, arch) + _conv(fin, fmid, 3) + _spade(fmid, arch) + _conv(fmid, fout, 3)
-        n += int(arch.noise)
+    start = widths[0] * START_SIZE**2  # fc(z), or a learned constant when z starts later
+    n = _conv(arch.z_dim, start, 1) if arch.style_from <= START_SIZE else start
+    n += _conv(widths[-1], 3, 3)
+    for i, (fin, fout) in enumerate(zip([widths[0], *widths[:-1]], widths, strict=True)):
+        fmid, st = min(fin, fout), arch.styled(START_SIZE * 2**i)
+        n += _spade(fin, arch, st) + _conv(fin, fmid, 3) + _spade(fmid, arch, st)
+        n += _conv(fmid, fout, 3) + int(arch.noise)
         if fin != fout:  # the learned shortcut
-            n += _spade(fin, arch) + _conv(fin, fout, 1, bias=False)
+            n += _spade(fin, arch, st) + _conv(fin, fout, 1, bias=False)
     if arch.z_every_layer:
         n += 2 * _conv(arch.z_dim, arch.z_dim, 1)  # the mapping network
     if arch.use_vae:
@@ -272,7 +292,8 @@ class LoopConfig(Section):
     l1_texture: Number = Field(0.0, ge=0.0)
     lambda_vgg: Number = Field(10.0, ge=0.0)
     # regional style mixing: the share of faces whose random half of the rough's regions is
-    # painted with a second, random style code (spade.regions.random_region_masks)
+    # painted with a second style code (spade.regions.random_region_masks): with the style
+    # encoder, the code of those regions of the real face (FaceModel.forward), else a random one
     region_mix: Number = Field(0.5, ge=0.0, le=1.0)
     # optimisation
     lr_g: Number = Field(1e-4, gt=0.0)
@@ -475,7 +496,7 @@ class Params(Section):
                     f"{name}.arch.{k} = {v}"
                     for name in sections
                     for k, v in getattr(self, name).arch.model_dump().items()
-                    if type(v) is int
+                    if type(v) is int and k != "style_from"  # widths only
                 )
                 raise ValueError(
                     f"{widths}: the {section} stage's networks at sample.image_size = {size} "

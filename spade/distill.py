@@ -113,12 +113,13 @@ def distill_step(
     assert teacher is not None and state.adapters is not None
     mix = region_mix(rough, cfg, rng)
     with torch.no_grad(), autocast(cfg, rough.device):
-        mu, logvar = teacher.encoder(real)
-        z = reparameterize(mu, logvar, rng)
         masks = None
-        if mix is not None:  # as in training: a second, random code where `mix` is 1
-            z = torch.stack([z, rng.randn(*z.shape, device=z.device, dtype=z.dtype)], dim=1)
+        if mix is None:
+            mu, logvar = teacher.encoder(real)
+        else:  # as in training: the codes of the real face's mixed regions and of the rest
             masks = torch.cat([1 - mix, mix], dim=1)
+            mu, logvar = teacher.encoder.regions(real, masks)
+        z = reparameterize(mu, logvar, rng)
         noise = teacher.generator.draw_noise(rng, len(rough), rough.device)
         with block_outputs(teacher.generator) as target:
             taught = teacher.generator(rough, z, noise=noise, masks=masks)
@@ -126,7 +127,7 @@ def distill_step(
         fake, _, _ = state.g(rough, z=z, noise=noise, masks=masks)
     loss_d, real_out = discriminator_phase(state, fake, rough, real, cfg)
     with autocast(cfg, rough.device):
-        losses = adversarial_losses(state, fake, rough, real, real_out, cfg, mix)
+        losses = adversarial_losses(state, fake, rough, real, real_out, cfg)
         if cfg.lambda_teacher > 0:
             losses["teacher"] = cfg.lambda_teacher * F.l1_loss(fake.float(), taught.float())
         if cfg.lambda_feat > 0:

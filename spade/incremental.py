@@ -326,7 +326,7 @@ class IncrementalGenerator:
         cond, conds = self._prepare(cond)
         z = z.to(**move)
         noise = [n.to(**move) for n in noise] if noise else [None] * len(g.blocks)
-        start = g.fc(z).view(1, -1, START_SIZE, START_SIZE).contiguous(memory_format=CL)
+        start = g.start(z[:, None], None).contiguous(memory_format=CL)
         w = g.mapping(z) if g.mapping is not None else None
         biases = [{k: s.bias(w) for k, s in b.spades.items()} for b in self.blocks]
         affines, outs = [], []

@@ -78,8 +78,9 @@ def mode_seeking_loss(
 
 
 def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(μ, σ²) ‖ N(0, 1)), summed over z and averaged over the batch."""
-    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
+    """KL(N(μ, σ²) ‖ N(0, 1)), summed over z (the last dim) and averaged over the batch (and
+    the region codes of (B, K, z_dim) ones)."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=-1)).mean()
 
 
 def vgg19_weights(needed_by: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -132,11 +132,16 @@ class NoiseInjection(nn.Module):
 
 class SPADEResBlock(nn.Module):
     def __init__(
-        self, fin: int, fout: int, arch: GeneratorArch, cond_channels: int = COND_CHANNELS
+        self,
+        fin: int,
+        fout: int,
+        arch: GeneratorArch,
+        styled: bool,
+        cond_channels: int = COND_CHANNELS,
     ):
         super().__init__()
         fmid = min(fin, fout)
-        hidden, style_dim = arch.spade_hidden, arch.z_dim if arch.z_every_layer else 0
+        hidden, style_dim = arch.spade_hidden, arch.z_dim if styled else 0
         self.norm_0 = SPADE(fin, cond_channels, hidden, style_dim)
         self.conv_0 = spectral_norm(nn.Conv2d(fin, fmid, 3, padding=1))
         self.norm_1 = SPADE(fmid, cond_channels, hidden, style_dim)
@@ -186,10 +191,17 @@ class SpadeGenerator(nn.Module):
         super().__init__()
         self.arch, self.image_size = arch, image_size
         widths = generator_channels(arch, image_size)
-        self.fc = nn.Linear(arch.z_dim, widths[0] * START_SIZE * START_SIZE)
+        # the 4×4 start: fc(z), or a learned constant when z first acts further up (style_from)
+        self.fc, self.const = None, None
+        if arch.style_from <= START_SIZE:
+            self.fc = nn.Linear(arch.z_dim, widths[0] * START_SIZE * START_SIZE)
+        else:
+            self.const = nn.Parameter(torch.randn(1, widths[0], START_SIZE, START_SIZE))
         fins = [widths[0], *widths[:-1]]
+        self.styled = [arch.styled(START_SIZE * 2**i) for i in range(len(widths))]
         self.blocks = nn.ModuleList(
-            SPADEResBlock(fin, fout, arch) for fin, fout in zip(fins, widths, strict=True)
+            SPADEResBlock(fin, fout, arch, st)
+            for fin, fout, st in zip(fins, widths, self.styled, strict=True)
         )
         self.to_rgb = nn.Conv2d(widths[-1], 3, 3, padding=1)
         self.mapping = mapping_network(arch.z_dim) if arch.z_every_layer else None
@@ -207,12 +219,15 @@ class SpadeGenerator(nn.Module):
         """The 4×4 features the blocks refine: fc(z), or with masks each code's fc(z_k) where its
         mask (area-averaged to 4×4) says, so a region's code shapes it from the first layer."""
         batch = codes.shape[0]
+        if self.fc is None:
+            return self.const.expand(batch, -1, -1, -1)
+        channels = self.fc.out_features // START_SIZE**2  # a constant: ONNX needs it known
         if masks is None:
-            return self.fc(codes[:, 0]).view(batch, -1, START_SIZE, START_SIZE)
-        per_code = self.fc(codes).view(batch, codes.shape[1], -1, START_SIZE * START_SIZE)
+            return self.fc(codes[:, 0]).view(batch, channels, START_SIZE, START_SIZE)
+        per_code = self.fc(codes).view(batch, -1, channels, START_SIZE * START_SIZE)
         coarse = F.adaptive_avg_pool2d(masks, START_SIZE).flatten(2)  # (B, K, 16)
         mixed = (per_code * coarse[:, :, None]).sum(1)  # (B, 16ngf, 16)
-        return mixed.view(batch, -1, START_SIZE, START_SIZE)
+        return mixed.view(batch, channels, START_SIZE, START_SIZE)
 
     def forward(
         self,
@@ -232,7 +247,7 @@ class SpadeGenerator(nn.Module):
         x = self.start(codes, masks)  # (B, 16ngf, 4, 4)
         style = None
         if self.mapping is not None:
-            sizes = [START_SIZE * 2**i for i in range(len(self.blocks))]
+            sizes = [START_SIZE * 2**i for i, st in enumerate(self.styled) if st]
             style = StyleMap.build(self.mapping(codes), masks, sizes)  # w: (B, K, z_dim)
         for i, block in enumerate(self.blocks):
             if i > 0:
@@ -276,16 +291,34 @@ class StyleEncoder(nn.Module):
         each cell as weights (the mean), and over the cells it touches (the max)."""
         h = self.body(image)  # (B, 8nef, 4, 4)
         if mask is None:
-            pooled = [h.mean(dim=(2, 3)), h.amax(dim=(2, 3))]
-        else:
-            weight = F.adaptive_avg_pool2d(mask.to(h.dtype), h.shape[-2:])  # (B, 1, 4, 4)
-            if bool((weight.sum(dim=(2, 3)) == 0).any()):
-                raise ValueError("a style mask must cover at least one pixel")
-            mean = (h * weight).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
-            peak = h.masked_fill(weight == 0, float("-inf")).amax(dim=(2, 3))
-            pooled = [mean, peak]
-        h = torch.cat(pooled, dim=1)  # (B, 16nef)
-        return self.fc_mu(h), self.fc_logvar(h)
+            pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+            return self.fc_mu(pooled), self.fc_logvar(pooled)
+        weight = F.adaptive_avg_pool2d(mask.to(h.dtype), h.shape[-2:])  # (B, 1, 4, 4)
+        if bool((weight.sum(dim=(2, 3)) == 0).any()):
+            raise ValueError("a style mask must cover at least one pixel")
+        pooled = self._pool(h, weight)[:, 0]
+        return self.fc_mu(pooled), self.fc_logvar(pooled)
+
+    def regions(
+        self, image: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ²), each (B, K, z_dim): the code of each of K (B, K, S, S) masks' parts of
+        the picture, as `forward` pools one; an empty mask gets the whole picture's code."""
+        h = self.body(image)
+        weight = F.adaptive_avg_pool2d(masks.to(h.dtype), h.shape[-2:])  # (B, K, 4, 4)
+        empty = (weight.sum(dim=(2, 3)) == 0)[..., None]  # (B, K, 1)
+        whole = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)[:, None]
+        pooled = torch.where(empty, whole, self._pool(h, torch.where(empty[..., None], 1, weight)))
+        return self.fc_mu(pooled), self.fc_logvar(pooled)
+
+    @staticmethod
+    def _pool(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """(B, K, 2C): per mask, the weighted mean of the (B, C, 4, 4) features and their max over
+        the cells of non-zero (B, K, 4, 4) weight."""
+        mean = torch.einsum("bchw,bkhw->bkc", h, weight) / weight.sum(dim=(2, 3))[..., None]
+        outside = (weight == 0)[:, :, None]  # (B, K, 1, 4, 4)
+        peak = h[:, None].masked_fill(outside, float("-inf")).amax(dim=(3, 4))
+        return torch.cat([mean, peak], dim=2)
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, rng: RandomStream) -> torch.Tensor:
@@ -381,9 +414,16 @@ class FaceModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Returns (image, μ, log σ²); μ and log σ² are None unless the encoder saw `style`.
         `z` and `masks` may be region codes (`SpadeGenerator`); in training, a (B, 1, S, S)
-        `mix` (`spade.regions.random_region_masks`) paints its pixels with a second, random
-        code drawn from `rng`."""
+        `mix` (`spade.regions.random_region_masks`) paints its pixels with a second code: with
+        the encoder and `style`, each part of the face gets the code of the same part of `style`
+        (`StyleEncoder.regions`; μ and log σ² are then (B, 2, z_dim)), so the face is still
+        `style`'s, and each region must be painted from its own code; without, a random one."""
         mu = logvar = None
+        if mix is not None and z is None and style is not None and self.encoder is not None:
+            masks = torch.cat([1 - mix, mix], dim=1)
+            mu, logvar = self.encoder.regions(style, masks)
+            z = reparameterize(mu, logvar, rng) if self.training else mu
+            return self.generator(cond, z, rng, noise, masks), mu, logvar
         if z is None and style is not None and self.encoder is not None:
             mu, logvar = self.encoder(style)
             z = reparameterize(mu, logvar, rng) if self.training else mu

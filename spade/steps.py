@@ -119,9 +119,11 @@ def train_step(
     cfg: TrainConfig,
     rng: RandomStream = GLOBAL_RNG,
 ) -> Losses:
-    """One GAN step: z from the style encoder (with `use_vae`) or drawn, and a second, random
-    z in the regions `region_mix` picks; with mode seeking, a second face from another z for
-    half the batch."""
+    """One GAN step: z from the style encoder (with `use_vae`) or drawn; in the regions
+    `region_mix` picks, a second code: with the encoder, the code of those regions of the real
+    face (and the first code that of the rest: `FaceModel.forward`), so every loss still
+    compares with the real face, else a random one; with mode seeking, a second face from
+    another z for half the batch."""
     mix = None
     with autocast(cfg, rough.device):
         if cfg.lambda_ms > 0:
@@ -130,6 +132,8 @@ def train_step(
         else:
             mix = region_mix(rough, cfg, rng)
             fake, mu, logvar = state.g(rough, style=real, rng=rng, mix=mix)
+            if state.bare_g.encoder is not None:
+                mix = None  # the regions' codes are the real face's own: it supervises them all
     loss_d, real_out = discriminator_phase(state, fake, rough, real, cfg)
     with autocast(cfg, rough.device):
         losses = adversarial_losses(state, fake, rough, real, real_out, cfg, mix)

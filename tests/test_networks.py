@@ -56,8 +56,13 @@ def count(module: torch.nn.Module) -> int:
 @pytest.mark.parametrize("size", [32, 128])
 @pytest.mark.parametrize(
     "switches",
-    [{}, {"use_vae": False, "z_every_layer": False, "noise": False}, {"z_every_layer": False}],
-    ids=["all", "none", "vae-and-noise"],
+    [
+        {},
+        {"use_vae": False, "z_every_layer": False, "noise": False},
+        {"z_every_layer": False},
+        {"style_from": 16},
+    ],
+    ids=["all", "none", "vae-and-noise", "style-from-16"],
 )
 def test_parameter_counts_without_building_match_the_modules(size, switches):
     """`spade check` estimates training memory from these counts before any network exists."""
@@ -65,6 +70,35 @@ def test_parameter_counts_without_building_match_the_modules(size, switches):
     assert generator_parameters(arch, size) == count(FaceModel(arch, size))
     for disc in (DiscriminatorArch(ndf=4, num_d=2, n_layers=4), DiscriminatorArch(ndf=300)):
         assert discriminator_parameters(disc) == count(MultiscaleDiscriminator(disc))
+
+
+@torch.no_grad()
+def test_with_style_from_16_z_leaves_the_coarse_layers_to_the_rough():
+    """The 4×4 start is a learned constant and the 4 and 8 px blocks have no style term, so two
+    codes give the same 8 px features and different faces."""
+    torch.manual_seed(0)
+    model = FaceModel(GeneratorArch(ngf=4, spade_hidden=8, z_dim=8, nef=4, style_from=16), 32)
+    g = model.eval().generator
+    assert g.fc is None and g.styled == [False, False, True, True]
+    assert [b.norm_0.style is None for b in g.blocks] == [True, True, False, False]
+    cond = torch.rand(1, 3, 32, 32) * 2 - 1
+    z_a, z_b = torch.randn(2, 1, 8).unbind(0)
+    seen = []
+    hook = g.blocks[1].register_forward_hook(lambda m, i, o: seen.append(o))
+    faces = [
+        g(cond, z, noise=[torch.zeros(1, 1, r, r) for r in (4, 8, 16, 32)]) for z in (z_a, z_b)
+    ]
+    hook.remove()
+    assert torch.equal(seen[0], seen[1]) and not torch.equal(faces[0], faces[1])
+
+
+@pytest.mark.parametrize(
+    ("style_from", "z_every_layer", "words"),
+    [(12, True, "power of two"), (16, False, "needs z_every_layer")],
+)
+def test_a_style_that_reaches_no_layer_is_refused(style_from, z_every_layer, words):
+    with pytest.raises(ValueError, match=words):
+        GeneratorArch(style_from=style_from, z_every_layer=z_every_layer)
 
 
 @pytest.mark.parametrize("size", [16, 48, 100])

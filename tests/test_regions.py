@@ -90,6 +90,38 @@ def test_the_encoder_pools_inside_a_mask(model):
         model.encoder(picture, torch.zeros(2, 1, SIZE, SIZE))
 
 
+@torch.no_grad()
+def test_the_encoder_gives_each_region_its_code_and_an_empty_one_the_whole_picture(model):
+    """Training's regional mixing codes: one per mask, as `forward` pools it alone."""
+    picture = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    top = torch.zeros(2, 1, SIZE, SIZE)
+    top[..., :20, :] = 1
+    top[1] = 0  # the second picture has no mixed region
+    mu, logvar = model.encoder.regions(picture, torch.cat([1 - top, top], 1))
+    assert mu.shape == logvar.shape == (2, 2, model.arch.z_dim)
+    whole, _ = model.encoder(picture)
+    assert torch.allclose(mu[0, 0], model.encoder(picture[:1], 1 - top[:1])[0][0], atol=1e-5)
+    assert torch.allclose(mu[0, 1], model.encoder(picture[:1], top[:1])[0][0], atol=1e-5)
+    assert torch.allclose(mu[1], whole[1].expand(2, -1), atol=1e-5)
+
+
+def test_with_the_encoder_a_mixed_face_is_painted_from_the_real_faces_own_region_codes(model):
+    """In training, `mix` splits the real face's style into the codes of its parts; they sit
+    near the whole face's code, where a random code would not."""
+    picture = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
+    rough = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
+    mix = torch.zeros(1, 1, SIZE, SIZE)
+    mix[..., :, : SIZE // 2] = 1
+    model.train()
+    try:
+        _, mu, logvar = model(rough, style=picture, mix=mix, rng=RandomStream(torch.Generator()))
+    finally:
+        model.eval()
+    assert mu.shape == logvar.shape == (1, 2, model.arch.z_dim)
+    parts, _ = model.encoder.regions(picture, torch.cat([1 - mix, mix], 1))
+    assert torch.allclose(mu, parts, atol=1e-5)
+
+
 def _two_blobs() -> np.ndarray:
     """A backdrop (blue), two separate red blobs, and a green one touching the right one."""
     rough = np.zeros((16, 16, 3), np.uint8)
