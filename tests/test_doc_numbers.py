@@ -76,6 +76,20 @@ def test_the_demo_prose_is_the_committed_metrics():
     assert f"{EVAL['n_images']} test faces" in demo
 
 
+def test_the_demo_regional_rows_are_the_committed_metrics():
+    demo = section("The demo")
+    for key, row in (("style_control_regional", "shading / hair / background"), ("kid", "seams")):
+        line = next(ln for ln in demo.splitlines() if ln.startswith("| ") and row in ln)
+        cells = [c.strip() for c in line.strip("|").split("|")[1:3]]
+        for cell, metrics in zip(cells, (EVAL, STUDENT), strict=True):
+            if key == "kid":
+                values = [metrics["kid_regional"], metrics["kid_styled"]]
+            else:
+                values = [metrics[key][f] for f in ("shading", "hair", "background")]
+            shown = [v.strip() for v in cell.split("/")]
+            assert all(map(shows, shown, values)), (row, shown, values)
+
+
 def test_params_yaml_quotes_the_measured_run_time():
     row = next(ln for ln in section("Development").splitlines() if "`make repro` on a fresh" in ln)
     minutes, seconds = map(int, re.search(r"\| (\d+) min (\d+) s", row).groups())
