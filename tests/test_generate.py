@@ -38,7 +38,8 @@ def model_path(pair_data, tmp_path_factory):
 def vae_model_path(pair_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vae")
     paths = paths_in(tmp, pair_data)
-    cfg = TrainConfig(**(TINY | {"epochs": 1, "arch": ARCH | {"use_vae": True}}))
+    arch = ARCH | {"use_vae": True, "style_from": 16}  # the demo's: region styles keep in place
+    cfg = TrainConfig(**(TINY | {"epochs": 1, "arch": arch}))
     train(cfg, TINY_RUN, DistEnv(), paths, RECIPE)
     return paths.generator
 
