@@ -219,8 +219,9 @@ class SpadeGenerator(nn.Module):
         """The 4×4 features the blocks refine: fc(z), or with masks each code's fc(z_k) where its
         mask (area-averaged to 4×4) says, so a region's code shapes it from the first layer."""
         batch = codes.shape[0]
-        if self.fc is None:
-            return self.const.expand(batch, -1, -1, -1)
+        if self.fc is None:  # reshaped to known sizes: ONNX's BatchNorm needs the channels
+            const = self.const.expand(batch, -1, -1, -1)
+            return const.reshape(batch, self.const.shape[1], START_SIZE, START_SIZE)
         channels = self.fc.out_features // START_SIZE**2  # a constant: ONNX needs it known
         if masks is None:
             return self.fc(codes[:, 0]).view(batch, channels, START_SIZE, START_SIZE)

@@ -123,7 +123,9 @@ def pair_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_pair_data(tmp_path_factory.mktemp("pairs") / "data")
 
 
-def write_tiny_generator(path: Path, size: int = 32, use_vae: bool = True) -> Path:
+def write_tiny_generator(
+    path: Path, size: int = 32, use_vae: bool = True, style_from: int = 4
+) -> Path:
     """A randomly initialised (fixed torch seed) tiny generator file: enough to serve faces."""
     import torch
 
@@ -133,7 +135,9 @@ def write_tiny_generator(path: Path, size: int = 32, use_vae: bool = True) -> Pa
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        arch = GeneratorArch(ngf=4, spade_hidden=8, z_dim=8, nef=4, use_vae=use_vae)
+        arch = GeneratorArch(
+            ngf=4, spade_hidden=8, z_dim=8, nef=4, use_vae=use_vae, style_from=style_from
+        )
         model = FaceModel(arch, size).eval()
     write_generator(path, model, DEMO_RECIPE)
     return path

@@ -31,6 +31,10 @@ MODEL_FIELDS = {
     "diversity_style",
     "style_spread",
     "style_control",
+    "style_control_regional",  # the demo's faces come with region maps
+    "style_control_regional_kept",
+    "kid_regional",
+    "kid_styled",
 }
 EVAL_FIELDS = MODEL_FIELDS | {
     "fid_rough",

@@ -23,7 +23,7 @@ from spade.errors import UserError
 from spade.painter import Painter, RegionStyle, load_painter
 from spade.runtime import make_runner, native_bf16, onnx_bytes, precision_of
 
-from conftest import blob_image
+from conftest import blob_image, write_tiny_generator
 
 CPU = torch.device("cpu")
 
@@ -239,11 +239,23 @@ def test_no_bf16_where_onednn_is_capped_below_it(monkeypatch):
     assert not native_bf16(torch.device("cpu"))
 
 
+@pytest.mark.parametrize("style_from", [4, 16])
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
-def test_region_codes_give_the_torch_face_within_one_level(tiny_generator_file, runtime):
+def test_region_codes_give_the_torch_face_within_one_level(tmp_path, runtime, style_from):
     """The regional graph (codes and masks as inputs) paints what PyTorch paints, for two and
-    three codes (OpenVINO compiles once per count)."""
+    three codes (OpenVINO compiles once per count), with z at every layer and from 16 px up (a
+    constant start: its export once lost the channel count ONNX's BatchNorm needs)."""
     pytest.importorskip({"onnx": "onnxruntime", "openvino": "openvino"}[runtime])
+    tiny_generator_file = write_tiny_generator(tmp_path / "g.pt", style_from=style_from)
+    plain = load_painter(tiny_generator_file, CPU, runtime)
+    rough0 = np.zeros((32, 32, 3), np.uint8)
+    assert (
+        np.abs(
+            plain.face(rough0, 3).astype(int)
+            - load_painter(tiny_generator_file, CPU, "torch").face(rough0, 3)
+        ).max()
+        <= 1
+    )  # the plain graph too
     torch_painter = load_painter(tiny_generator_file, CPU, "torch")
     graph_painter = load_painter(tiny_generator_file, CPU, runtime)
     size = torch_painter.size
