@@ -212,23 +212,12 @@ function line(from, to, d, rgb) {
   }
 }
 
-// Exact-colour, 4-connected flood fill.
+// Exact-colour, 4-connected flood fill: the blob under (x, y) takes the colour.
 function fill(x, y, rgb) {
-  const target = pixelAt(x, y);
-  if (sameRgb(target, rgb)) return false;
-  const data = pixels.data;
-  const stack = [y * size + x];
-  const matches = (p) =>
-    data[p * 4] === target[0] && data[p * 4 + 1] === target[1] && data[p * 4 + 2] === target[2];
-  while (stack.length) {
-    const p = stack.pop();
-    if (!matches(p)) continue;
-    setPixel(p % size, Math.floor(p / size), rgb);
-    const px = p % size;
-    if (px > 0) stack.push(p - 1);
-    if (px < size - 1) stack.push(p + 1);
-    if (p >= size) stack.push(p - size);
-    if (p < size * (size - 1)) stack.push(p + size);
+  if (sameRgb(pixelAt(x, y), rgb)) return false;
+  const mask = blobMask(x, y);
+  for (let p = 0; p < mask.length; p++) {
+    if (mask[p]) setPixel(p % size, Math.floor(p / size), rgb);
   }
   return true;
 }
