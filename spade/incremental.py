@@ -18,6 +18,12 @@ image's own zero padding is restored by masking what lies outside it), and write
 back; a resolution where most tiles are active is computed whole. A changed z (seed, style) or
 noise is a new `Canvas` (`capture`), since the start and the style code reach every pixel.
 
+Region styles (several codes, `SpadeGenerator`) work the same way: the codes are part of the
+canvas, and their masks are part of the rough. A stroke that reshapes a region moves its mask,
+and a styled SPADE layer's affine changes exactly where the mask (area-averaged to that layer)
+does, so those pixels join the rough's change; the 4×4 start, mixed from the codes by the masks
+at 4×4, is recomputed (it is tiny) and compared.
+
 Cached maps are channels-last, so a tile gather is one `index_select` of pixel rows and a
 scatter one `index_copy_`. The networks stay plain modules: this reads their weights once, with
 each SPADE layer's frozen BatchNorm and style folded into the conv that predicts its affine
@@ -50,13 +56,16 @@ class Canvas:
 
     `conds[i]`, `affines[i][name]` and `outs[i]` are block i's rough, SPADE affines ([A; B],
     `_Spade`) and output (channels-last); `biases[i][name]` is each affine conv's bias for this
-    face's style.
+    face's style: (2C,), or (K, 2C), one per code, with region styles. `masks[i]` are then the
+    K masks at block i's resolution (channels-last), else None.
     """
 
     key: tuple
     cond: torch.Tensor  # (1, 3, S, S)
+    codes: torch.Tensor  # (1, K, z_dim)
     start: torch.Tensor  # (1, C0, 4, 4): the block 0 input, from z
     conds: list[torch.Tensor]
+    masks: list[torch.Tensor | None]
     affines: list[dict[str, torch.Tensor]]
     biases: list[dict[str, torch.Tensor]]
     outs: list[torch.Tensor]
@@ -66,7 +75,8 @@ class Canvas:
     @property
     def nbytes(self) -> int:
         """Memory held by the cached tensors."""
-        tensors = [self.cond, self.start, self.face, *self.conds, *self.outs]
+        tensors = [self.cond, self.codes, self.start, self.face, *self.conds, *self.outs]
+        tensors += [m for m in self.masks if m is not None]
         tensors += [t for d in (*self.affines, *self.biases) for t in d.values()]
         tensors += [t for t in self.noise if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
@@ -131,13 +141,17 @@ class _Spade:
         weight = torch.cat([w_g * scale[per], w_b + w_g * shift[per]])
         return cls(_plain(spade.shared[0]), weight, scale, shift, b_g + 1, b_b, spade.style)
 
-    def bias(self, w: torch.Tensor | None) -> torch.Tensor:
-        """The bias of [A; B] for style vector w (1, z_dim)."""
+    def bias(self, w: torch.Tensor | None, regional: bool) -> torch.Tensor:
+        """The bias of [A; B] for the mapped codes w (1, K, z_dim): (2C,) for one code or an
+        unstyled layer, else (K, 2C) when `regional` (the masks mix them per pixel: they sum
+        to 1, so Σ_k mask_k · bias_k is the module's Σ_k mask_k · Linear(w_k) folded)."""
         g, b = self.gamma_bias, self.beta_bias
-        if self.style is not None:
-            st_g, st_b = self.style(w)[0].chunk(2)
-            g, b = g + st_g, b + st_b
-        return torch.cat([g * self.scale, b + g * self.shift])
+        if self.style is None:
+            return torch.cat([g * self.scale, b + g * self.shift])
+        st_g, st_b = self.style(w[0] if regional else w[0, :1]).chunk(2, dim=-1)
+        g, b = g + st_g, b + st_b
+        out = torch.cat([g * self.scale, b + g * self.shift], dim=-1)
+        return out if regional else out[0]
 
 
 @dataclass
@@ -164,14 +178,24 @@ def _modulate(x: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
 
 
 def _affine(
-    macs: _Macs, spade: _Spade, cond: torch.Tensor, bias: torch.Tensor, pad: int, valid
+    macs: _Macs,
+    spade: _Spade,
+    cond: torch.Tensor,
+    bias: torch.Tensor,
+    pad: int,
+    valid,
+    masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[A; B] (n, 2C, h, w) from the rough (with a halo of 2 when `pad` is 0: `valid` zeroes
-    the hidden layer outside the image, where the dense conv pads with 0)."""
+    the hidden layer outside the image, where the dense conv pads with 0). A (K, 2C) `bias` is
+    one per code, mixed per pixel by the (n, K, h, w) `masks`."""
     hidden = F.relu_(macs.conv(cond, *spade.shared, pad))
     if valid is not None:
         hidden = hidden * valid
-    return macs.conv(hidden, spade.weight, bias, pad)
+    if bias.dim() == 1:
+        return macs.conv(hidden, spade.weight, bias, pad)
+    per_pixel = torch.einsum("kc,nkhw->nchw", bias, masks)
+    return macs.conv(hidden, spade.weight, None, pad).add_(per_pixel)
 
 
 def _block(
@@ -209,13 +233,19 @@ def _block(
 
 
 def _dilate(mask: torch.Tensor, reach: int) -> torch.Tensor:
-    """A (r, r) bool mask grown by `reach` pixels (a square neighbourhood)."""
+    """A (r, r) bool mask grown by `reach` pixels (a square neighbourhood): shifted ORs along
+    each axis, cheaper than a max-pool over floats on these small maps."""
     if reach == 0 or not mask.any() or mask.all():
         return mask
-    k = 2 * reach + 1
-    grown = F.max_pool2d(mask[None, None].float(), (1, k), stride=1, padding=(0, reach))
-    grown = F.max_pool2d(grown, (k, 1), stride=1, padding=(reach, 0))  # separable: faster
-    return grown[0, 0] > 0
+    grown = mask.clone()
+    for s in range(1, reach + 1):
+        grown[s:] |= mask[:-s]
+        grown[:-s] |= mask[s:]
+    rows = grown.clone()
+    for s in range(1, reach + 1):
+        grown[:, s:] |= rows[:, :-s]
+        grown[:, :-s] |= rows[:, s:]
+    return grown
 
 
 def _upsample(mask: torch.Tensor) -> torch.Tensor:
@@ -224,11 +254,12 @@ def _upsample(mask: torch.Tensor) -> torch.Tensor:
 
 def _active_tiles(mask: torch.Tensor, tile: int) -> torch.Tensor:
     """Flat indices of the `tile`-px squares of `mask` holding any True pixel."""
+    n = mask.shape[0] // tile
     if not mask.any():
         return torch.zeros(0, dtype=torch.long)
     if mask.all():
-        return torch.arange((mask.shape[0] // tile) ** 2)
-    hit = F.max_pool2d(mask[None, None].float(), tile, stride=tile)[0, 0]
+        return torch.arange(n * n)
+    hit = mask.view(n, tile, n, tile).any(3).any(1)
     return hit.flatten().nonzero()[:, 0].cpu()
 
 
@@ -314,28 +345,53 @@ class IncrementalGenerator:
         conds = [F.interpolate(cond, size=(r, r), mode="nearest") for r in self.sizes]
         return cond, [c.contiguous(memory_format=CL) for c in conds]
 
+    def _masks(self, masks: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """(1, K, S, S) region masks at every block's resolution, area-averaged as `StyleMap`
+        does (None: one code everywhere)."""
+        if masks is None:
+            return [None] * len(self.sizes)
+        masks = masks.to(device=self.device, dtype=self.dtype)
+        full = masks.shape[-1]
+        scaled = [F.avg_pool2d(masks, full // r) if r < full else masks for r in self.sizes]
+        return [m.contiguous(memory_format=CL) for m in scaled]
+
+    def _start(self, codes: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+        return self.g.start(codes, masks).contiguous(memory_format=CL)
+
     @torch.inference_mode()
     def capture(
-        self, cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor], key: tuple = ()
+        self,
+        cond: torch.Tensor,
+        z: torch.Tensor,
+        noise: list[torch.Tensor],
+        key: tuple = (),
+        masks: torch.Tensor | None = None,
     ) -> Canvas:
-        """A full redraw of one (1, 3, S, S) rough, keeping everything a redraw can reuse."""
+        """A full redraw of one (1, 3, S, S) rough, keeping everything a redraw can reuse. `z`
+        is (1, z_dim), or (1, K, z_dim) region codes with their (1, K, S, S) `masks`."""
         if cond.shape[0] != 1:
             raise ValueError("a canvas holds one face")
         g, macs = self.g, _Macs()
         move = {"device": self.device, "dtype": self.dtype}
         cond, conds = self._prepare(cond)
-        z = z.to(**move)
+        codes = (z if z.dim() == 3 else z[:, None]).to(**move)
+        if masks is None and codes.shape[1] > 1:
+            raise ValueError("several style codes need masks saying where each one paints")
         noise = [n.to(**move) for n in noise] if noise else [None] * len(g.blocks)
-        start = g.start(z[:, None], None).contiguous(memory_format=CL)
-        w = g.mapping(z) if g.mapping is not None else None
-        biases = [{k: s.bias(w) for k, s in b.spades.items()} for b in self.blocks]
+        start = self._start(codes, masks)
+        scaled = self._masks(masks)
+        w = g.mapping(codes) if g.mapping is not None else None
+        regional = masks is not None
+        biases = [{k: s.bias(w, regional) for k, s in b.spades.items()} for b in self.blocks]
         affines, outs = [], []
         x = start
         for i, block in enumerate(self.blocks):
             if i > 0:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
             aff = {
-                k: _affine(macs, s, conds[i], biases[i][k], 1, None).contiguous(memory_format=CL)
+                k: _affine(macs, s, conds[i], biases[i][k], 1, None, scaled[i]).contiguous(
+                    memory_format=CL
+                )
                 for k, s in block.spades.items()
             }
             x = _block(macs, block, x, aff, noise[i], 1).contiguous(memory_format=CL)
@@ -344,22 +400,33 @@ class IncrementalGenerator:
         face = torch.tanh(macs.conv(F.leaky_relu(x, 0.2), *self.to_rgb, 1))
         face = face.contiguous(memory_format=CL)
         self.full_macs = macs.total
-        return Canvas(key, cond, start, conds, affines, biases, outs, noise, face)
+        return Canvas(key, cond, codes, start, conds, scaled, affines, biases, outs, noise, face)
 
     @torch.inference_mode()
-    def redraw(self, canvas: Canvas, cond: torch.Tensor) -> Redraw:
-        """Bring `canvas` to the rough `cond` (same z and noise), updating it in place; its
-        `face` is then the new face."""
+    def redraw(
+        self, canvas: Canvas, cond: torch.Tensor, masks: torch.Tensor | None = None
+    ) -> Redraw:
+        """Bring `canvas` to the rough `cond` (same codes and noise) and, with region styles,
+        to the codes' new `masks`, updating it in place; its `face` is then the new face."""
+        if (masks is None) != (canvas.masks[0] is None):
+            raise ValueError("a canvas with region styles is redrawn with masks, and only it")
         cond, conds = self._prepare(cond)
+        scaled = self._masks(masks)
         changed = (cond != canvas.cond).any(1)[0].cpu()
         macs, levels = _Macs(), []
         moved = torch.zeros(START_SIZE, START_SIZE, dtype=torch.bool)  # the block input's change
+        if masks is not None:
+            start = self._start(canvas.codes, masks)
+            moved = (start != canvas.start).any(1)[0].cpu()
+            canvas.start = start
         for i, block in enumerate(self.blocks):
             r = self.sizes[i]
             if i > 0:
                 moved = _upsample(moved)
             cond_moved = (conds[i] != canvas.conds[i]).any(1)[0].cpu()
-            canvas.conds[i] = conds[i]
+            if masks is not None and self.g.styled[i]:  # a styled layer's affine follows them
+                cond_moved |= (scaled[i] != canvas.masks[i]).any(1)[0].cpu()
+            canvas.conds[i], canvas.masks[i] = conds[i], scaled[i]
             levels.append(self._affines(macs, canvas, i, block, cond_moved))
             moved = _dilate(moved, BLOCK_REACH) | _dilate(cond_moved, AFFINE_REACH + BLOCK_REACH)
             levels[-1] += " / " + self._outputs(macs, canvas, i, block, moved, r)
@@ -388,10 +455,10 @@ class IncrementalGenerator:
         if not moved.any():
             return "idle"
         tile, tiles = self._plan(_dilate(moved, AFFINE_REACH), r)
-        biases = canvas.biases[i]
+        biases, masks = canvas.biases[i], canvas.masks[i]
         if tiles is None:
             for k, s in block.spades.items():
-                new = _affine(macs, s, canvas.conds[i], biases[k], 1, None)
+                new = _affine(macs, s, canvas.conds[i], biases[k], 1, None, masks)
                 canvas.affines[i][k] = new.contiguous(memory_format=CL)
             return "dense"
         cond = _gather(canvas.conds[i], tiles, r, tile, AFFINE_HALO)
@@ -399,8 +466,10 @@ class IncrementalGenerator:
         if valid2 is not None:
             cond = cond * valid2  # the conv's zero padding
         valid = _valid(tiles, cond, r, tile, AFFINE_HALO - 1)
+        if masks is not None:
+            masks = _gather(masks, tiles, r, tile, 0)
         for k, s in block.spades.items():
-            new = _affine(macs, s, cond, biases[k], 0, valid)
+            new = _affine(macs, s, cond, biases[k], 0, valid, masks)
             _scatter(canvas.affines[i][k], tiles, new, tile)
         return self._describe(tiles, tile, r)
 

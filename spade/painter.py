@@ -120,12 +120,19 @@ class Painter:
         """One face; z (the base style) defaults to the seed's own, and each of `regions` is
         painted with its own code (a later region wins where two overlap)."""
         z, noise = self.randomness(seed, z)
-        masks = None
-        if regions:
-            z = torch.cat([z, *(r.z.float() for r in regions)])[None]  # (1, K, z_dim)
-            masks = code_masks([r.mask for r in regions], self.size)
-        fake = self.runner(to_model(rough[None], torch.device("cpu")), z, noise, masks)
+        codes, masks = self.style_map(z, regions)
+        fake = self.runner(to_model(rough[None], torch.device("cpu")), codes, noise, masks)
         return to_images(fake)[0]
+
+    def style_map(
+        self, z: torch.Tensor, regions: Sequence[RegionStyle]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The codes and masks a face with base style `z` (1, z_dim) and `regions` is painted
+        with: `z` and None without regions, else (1, K, z_dim) codes and (1, K, S, S) masks."""
+        if not regions:
+            return z, None
+        codes = torch.cat([z, *(r.z.float() for r in regions)])[None]
+        return codes, code_masks([r.mask for r in regions], self.size)
 
     def strip(self, rough: np.ndarray, seed: int, seed_to: int, k: int) -> list[np.ndarray]:
         """k faces along the path from the z of `seed` to the z of `seed_to`."""

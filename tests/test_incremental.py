@@ -12,6 +12,7 @@ from spade.data import to_model
 from spade.errors import UserError
 from spade.incremental import IncrementalGenerator
 from spade.networks import FaceModel, NoiseInjection
+from spade.regions import code_masks, region_at
 from spade.strokes import brush_stroke
 
 SIZE = 64
@@ -191,3 +192,81 @@ def test_brush_strokes_change_what_they_say(fraction):
     after = brush_stroke(rough, fraction, COLOURS[3], np.random.default_rng(0))
     changed = (after != rough).any(-1).mean()
     assert fraction <= changed <= fraction * 1.5
+
+
+# Region styles: several codes, their masks following the rough's blobs.
+
+REGION_MODELS = {
+    "z every layer": {},
+    "style from 16 px": {"style_from": 16},
+}
+
+
+def region_masks(rough: np.ndarray, points: list[tuple[int, int]]) -> torch.Tensor:
+    """The (1, 1 + n, S, S) masks of the blobs under `points`, as the studio builds them."""
+    return code_masks([region_at(rough, x, y) for x, y in points], SIZE)
+
+
+def region_codes(model: FaceModel, n: int, seed: int = 4) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 1 + n, model.arch.z_dim, generator=g)
+
+
+def full_region_face(model: FaceModel, rough: np.ndarray, codes, noise, masks) -> torch.Tensor:
+    with torch.inference_mode():
+        return model.generator(cond(rough), codes, noise=noise, masks=masks)
+
+
+@pytest.mark.parametrize("arch", list(REGION_MODELS))
+@pytest.mark.parametrize("fraction", [0.01, 0.1])
+def test_region_styles_follow_strokes(arch, fraction):
+    """Strokes that reshape the restyled blobs (their masks move with them) and strokes
+    elsewhere: every face equals a full redraw with the new masks."""
+    model = tiny_model(**REGION_MODELS[arch])
+    _, noise = randomness(model, 5)
+    codes = region_codes(model, 2)
+    points = [(12, 20), (50, 40)]
+    engine = IncrementalGenerator(model.generator)
+    rough = start_rough(3)
+    canvas = engine.capture(cond(rough), codes, noise, masks=region_masks(rough, points))
+    assert_same(
+        canvas.face, full_region_face(model, rough, codes, noise, region_masks(rough, points))
+    )
+    rng = np.random.default_rng(int(fraction * 1000))
+    for i, start in enumerate([points[0], None, points[1]]):
+        rough = brush_stroke(rough, fraction, COLOURS[i], rng, start=start)
+        masks = region_masks(rough, points)
+        how = engine.redraw(canvas, cond(rough), masks)
+        assert how.incremental
+        assert how.recomputed < 1 or arch == "z every layer"  # there a moved mask moves the start
+        assert_same(canvas.face, full_region_face(model, rough, codes, noise, masks))
+
+
+def test_a_region_mask_change_alone_is_redrawn():
+    """The same rough, a region grown by another blob: only the masks moved, and the face is
+    the full redraw's (ignoring the masks would leave the old region's style)."""
+    model = tiny_model()
+    _, noise = randomness(model, 6)
+    codes = region_codes(model, 1)
+    rough = start_rough(4)
+    engine = IncrementalGenerator(model.generator)
+    small = torch.zeros(1, 2, SIZE, SIZE)
+    small[:, 0], small[:, 1, 8:20, 8:20] = 1, 1
+    small[:, 0, 8:20, 8:20] = 0
+    grown = small.clone()
+    grown[:, 1, 8:20, 8:30], grown[:, 0, 8:20, 8:30] = 1, 0
+    canvas = engine.capture(cond(rough), codes, noise, masks=small)
+    how = engine.redraw(canvas, cond(rough), grown)
+    assert how.changed == 0 and 0 < how.recomputed < 1
+    assert_same(canvas.face, full_region_face(model, rough, codes, noise, grown))
+    stale = full_region_face(model, rough, codes, noise, small)
+    assert (canvas.face - stale).abs().max().item() > 10 * LEVEL
+
+
+def test_masks_must_match_the_canvas():
+    model = tiny_model()
+    z, noise = randomness(model)
+    engine = IncrementalGenerator(model.generator)
+    canvas = engine.capture(cond(start_rough()), z, noise)
+    with pytest.raises(ValueError, match="region styles"):
+        engine.redraw(canvas, cond(start_rough()), torch.ones(1, 1, SIZE, SIZE))
