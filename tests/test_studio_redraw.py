@@ -13,7 +13,7 @@ from spade.images import decode_rgb
 from spade.painter import Painter
 from spade.runtime import TorchRunner
 from spade.strokes import brush_stroke
-from spade.studio import Limits, create_app
+from spade.studio import Limits, create_app, redraw
 from spade.studio.redraw import PageCache, Redrawer, Seen
 
 from conftest import blob_image, png_bytes
@@ -85,24 +85,25 @@ def test_a_new_seed_or_style_is_a_full_redraw(client):
     assert np.abs(face.astype(int) - full).max() <= 1
 
 
-def test_regions_are_full_faces_and_no_entry_outlives_them(client, tiny_painter):
-    """A face with regions is full and drops the page's entry: the next face without them is
-    full too (never redrawn from a canvas of before the regions), then strokes are incremental."""
+def test_region_faces_of_a_page_are_incremental(client, tiny_painter):
+    """Restyled regions are part of a page's style: a new region's code is a full redraw, and
+    strokes after it (also ones that reshape the restyled blob) are incremental and equal the
+    full face with the blob as it now is; dropping the region is a full redraw again."""
     rough = rough0()
     post(client, rough, page="r")
-    rough = stroke(rough)
-    assert post(client, rough, page="r")[1].startswith("incremental")
     regions = [{"x": 3, "y": 3, "seed": 5}]
-    face, how = post(client, rough, page="r", regions=regions)
+    _, how = post(client, rough, page="r", regions=regions)
     assert how == "full; changed=1.0000; recomputed=1.0000; regions=1"
-    assert client.get("/api/info").json()["redraw"]["pages"] == 0
-    full, _ = post(client, rough, regions=regions)
-    np.testing.assert_array_equal(face, full)
-    rough = stroke(rough, 1)
-    assert post(client, rough, page="r")[1].startswith("full")
-    face, how = post(client, stroke(rough, 2), page="r")
-    assert how.startswith("incremental")
-    assert np.abs(face.astype(int) - tiny_painter.face(stroke(rough, 2), 0)).max() <= 1
+    rng = np.random.default_rng(0)
+    for i, start in enumerate([(3.0, 3.0), None]):  # through the blob, then anywhere
+        rough = brush_stroke(rough, 0.03, (230, 80, 60), rng, start=start)
+        face, how = post(client, rough, page="r", regions=regions)
+        assert how.startswith("incremental;") and how.endswith("regions=1"), i
+        full, _ = post(client, rough, regions=regions)
+        assert np.abs(face.astype(int) - full).max() <= 1
+    face, how = post(client, rough, page="r")
+    assert how.startswith("full")
+    np.testing.assert_array_equal(face, tiny_painter.face(rough, 0))
 
 
 def test_pages_do_not_share_canvases(client):
@@ -136,6 +137,20 @@ def test_the_cache_keeps_the_most_recently_used_pages(tiny_painter):
         assert post(c, stroke(rough0()), page="a")[1].startswith("full")
         assert post(c, stroke(rough0()), page="c")[1].startswith("incremental")
         assert c.get("/api/info").json()["redraw"]["cache_bytes"] <= 2 * canvas_bytes + 1
+
+
+def test_the_default_budget_holds_two_pages_of_the_model(tiny_painter, monkeypatch):
+    """Whatever the model's size (a teacher's page at 256 px is over 256 MiB), two of its pages
+    fit by default, and a third pushes the oldest out."""
+    monkeypatch.setattr(redraw, "MIN_CACHE_BYTES", 0)
+    redrawer = Redrawer(tiny_painter, None, "on")
+    for page in "abc":
+        redrawer.face(page, rough0(), 0)
+    assert len(redrawer.pages) == 2
+    assert redrawer.pages.nbytes == redrawer.pages.max_bytes
+    monkeypatch.setattr(redraw, "MIN_CACHE_BYTES", 1 << 30)
+    assert Redrawer(tiny_painter, None, "on").pages.max_bytes == 1 << 30  # the floor
+    assert Redrawer(tiny_painter, None, "off").pages.max_bytes == 1 << 30  # nothing weighed
 
 
 def test_a_canvas_over_the_limit_is_not_kept(tiny_painter):

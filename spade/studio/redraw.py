@@ -2,9 +2,10 @@
 
 Each page (a random id its script sends with every face request) keeps its last rough and the
 activations of its last face, in a `PageCache` bounded in bytes (least recently used pages go
-first). A face of the same page with the same seed and style is an incremental redraw; anything
-else is a full one. A face with restyled regions is always full (its masks follow the rough)
-and drops its page's entry, so no entry outlives a change of regions:
+first). A face of the same page with the same seed and styles (the base style and each restyled
+region's code, in order) is an incremental redraw; anything else is a full one. The regions'
+masks are not part of that key: they follow the rough's blobs, so a stroke that reshapes a
+restyled blob redraws what its mask moved, as it redraws what the rough changed:
 
 - with a PyTorch runner, a full redraw is captured as it is computed (no extra cost);
 - with an exported graph (ONNX Runtime, OpenVINO: faster for whole faces), a full redraw goes
@@ -38,6 +39,8 @@ from spade.strokes import brush_stroke
 log = logging.getLogger(__name__)
 CPU = torch.device("cpu")
 MODES = ("auto", "on", "off")
+MIN_CACHE_BYTES = 256 * 2**20
+CACHED_PAGES = 2  # the default budget holds this many pages of the loaded model
 
 
 @dataclass
@@ -104,13 +107,27 @@ def incremental_off_reason(painter: Painter) -> str | None:
     return None
 
 
-def stroke_gain(painter: Painter, engine: IncrementalGenerator) -> tuple[float, float]:
-    """(ms of a 3 % stroke redrawn incrementally, ms of a whole face through the runner) on
-    the starting canvas with seed 0: what `auto` decides by."""
+def _first_page(painter: Painter) -> tuple[np.ndarray, list]:
+    """The page's starting rough, and its palette's colours."""
     from spade.studio.palette import default_rough, palette  # the page's own canvas
 
     colours = palette(painter.recipe)
-    rough = default_rough(painter.size, colours)
+    return default_rough(painter.size, colours), colours
+
+
+def cache_bytes(painter: Painter, engine: IncrementalGenerator) -> int:
+    """The default budget of all pages' caches: `CACHED_PAGES` canvases of this model (one
+    captured to weigh it), and at least `MIN_CACHE_BYTES`."""
+    rough, _ = _first_page(painter)
+    z, noise = painter.randomness(0)
+    canvas = engine.capture(to_model(rough[None], CPU), z, noise)
+    return max(MIN_CACHE_BYTES, CACHED_PAGES * canvas.nbytes)
+
+
+def stroke_gain(painter: Painter, engine: IncrementalGenerator) -> tuple[float, float]:
+    """(ms of a 3 % stroke redrawn incrementally, ms of a whole face through the runner) on
+    the starting canvas with seed 0: what `auto` decides by."""
+    rough, colours = _first_page(painter)
     z, noise = painter.randomness(0)
     cond = to_model(rough[None], CPU)
     full = 1000 * fastest_seconds(lambda: painter.runner(cond, z, noise))
@@ -124,9 +141,10 @@ def stroke_gain(painter: Painter, engine: IncrementalGenerator) -> tuple[float, 
 
 
 class Redrawer:
-    """Faces of pages: incremental when the page's last face had the same seed and style."""
+    """Faces of pages: incremental when the page's last face had the same seed and style.
+    `max_bytes` bounds all pages' caches together (None: `cache_bytes`)."""
 
-    def __init__(self, painter: Painter, max_bytes: int, mode: str = "auto"):
+    def __init__(self, painter: Painter, max_bytes: int | None = None, mode: str = "auto"):
         if mode not in MODES:
             raise ValueError(f"incremental redraw: {mode!r} is not one of {', '.join(MODES)}")
         self.painter = painter
@@ -135,7 +153,6 @@ class Redrawer:
         self.capture_first = isinstance(runner, TorchRunner)
         generator = runner.generator if isinstance(runner, TorchRunner) else None
         self.engine = IncrementalGenerator(generator or painter.model.generator.eval())
-        self.pages = PageCache(max_bytes)
         self.last: Redraw | None = None
         if mode == "auto" and self.off is None:
             with torch.inference_mode():
@@ -146,6 +163,10 @@ class Redrawer:
                     f"a 3% stroke redrawn incrementally ({stroke:.0f} ms) is no faster than "
                     f"a whole face through {runner.name} ({full:.0f} ms)"
                 )
+        if max_bytes is None:
+            max_bytes = MIN_CACHE_BYTES if self.off else cache_bytes(painter, self.engine)
+            log.info("pages' redraw caches: at most %.0f MiB together", max_bytes / 2**20)
+        self.pages = PageCache(max_bytes)
 
     def face(
         self,
@@ -155,35 +176,34 @@ class Redrawer:
         z: torch.Tensor | None = None,
         regions: Sequence[RegionStyle] = (),
     ) -> tuple[np.ndarray, Redraw]:
-        """The face of `rough` for `page` (None: no page, a plain full face); with `regions`,
-        a full face, and the page's entry is dropped."""
-        if regions:
-            if page is not None:
-                self.pages.take(page)
-            self.last = Redraw(False, 1.0, 1.0)
-            return self.painter.face(rough, seed, z, regions), self.last
+        """The face of `rough` for `page` (None: no page, a plain full face), with base style
+        `z` (the seed's own when None) and restyled `regions`."""
         if page is None or self.off:
             self.last = Redraw(False, 1.0, 1.0)
-            return self.painter.face(rough, seed, z), self.last
+            return self.painter.face(rough, seed, z, regions), self.last
         zz, noise = self.painter.randomness(seed, z)
+        codes, masks = self.painter.style_map(zz, regions)
         cond = to_model(rough[None], CPU)
-        face, self.last = self._page_face(page, cond, zz, noise, (seed, zz.numpy().tobytes()))
+        key = (seed, codes.numpy().tobytes())
+        face, self.last = self._page_face(page, cond, codes, noise, masks, key)
         return to_images(face)[0], self.last
 
-    def _page_face(self, page: str, cond, z, noise, key: tuple) -> tuple[torch.Tensor, Redraw]:
+    def _page_face(
+        self, page: str, cond, codes, noise, masks, key: tuple
+    ) -> tuple[torch.Tensor, Redraw]:
         entry = self.pages.take(page)
         same = entry is not None and entry.key == key
         if same and isinstance(entry, Canvas):
-            info = self.engine.redraw(entry, cond)
+            info = self.engine.redraw(entry, cond, masks)
             self.pages.put(page, entry)
             return entry.face, info
         changed = (cond != entry.cond).any(1).float().mean().item() if same else 1.0
         if self.capture_first or same:
-            canvas = self.engine.capture(cond, z, noise, key)
+            canvas = self.engine.capture(cond, codes, noise, key, masks)
             self.pages.put(page, canvas)
             return canvas.face, Redraw(False, changed, 1.0)
         self.pages.put(page, Seen(key, cond))
-        return self.painter.runner(cond, z, noise), Redraw(False, changed, 1.0)
+        return self.painter.runner(cond, codes, noise, masks), Redraw(False, changed, 1.0)
 
     def info(self) -> dict:
         """For /api/info: whether faces are redrawn incrementally, the cache, the last face."""
@@ -210,7 +230,7 @@ def header_fields(info: Redraw) -> dict:
 
 def header(info: Redraw, regions: int = 0) -> str:
     """The `X-Redraw` response header: `incremental` or `full`, the fractions, and the number
-    of restyled regions when there are any (the reason such a face is full)."""
+    of restyled regions when there are any."""
     kind = "incremental" if info.incremental else "full"
     text = f"{kind}; changed={info.changed:.4f}; recomputed={info.recomputed:.4f}"
     return f"{text}; regions={regions}" if regions else text

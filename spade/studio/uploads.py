@@ -58,8 +58,9 @@ class Limits:
     per_client: int = 8  # arrived whole and waiting or computing, per address; more get 429
     shutdown_seconds: float = 2.0  # for requests in flight to finish when the server stops
     # Pages' incremental-redraw caches, all together: what any number of clients can add to the
-    # server's memory (two student pages at 256 px; a teacher's page at 256 px does not fit).
-    page_cache_bytes: int = 256 * MiB
+    # server's memory. None: room for two pages of the loaded model, and at least 256 MiB
+    # (`spade.studio.redraw.cache_bytes`: two student pages at 256 px, or two teacher pages).
+    page_cache_bytes: int | None = None
 
 
 def _size(n: int) -> str:
