@@ -54,7 +54,7 @@ from spade.networks import FaceModel  # noqa: E402
 from spade.painter import load_painter  # noqa: E402
 from spade.runtime import installed, native_bf16  # noqa: E402
 from spade.strokes import brush_stroke  # noqa: E402
-from spade.studio import Limits  # noqa: E402
+from spade.studio import Limits, torch_thread  # noqa: E402
 from spade.studio.palette import default_rough, palette  # noqa: E402
 from spade.studio.server import running  # noqa: E402
 from spade.throughput import forward_flops  # noqa: E402
@@ -194,7 +194,7 @@ def bench_one(
     strokes: tuple[float, ...] = (),
 ) -> list[dict[str, float]]:
     """The full row of one model × runtime × precision (and its stroke rows, when asked)."""
-    generator = load_painter(model_file, device, runtime, precision)
+    generator = torch_thread.call(load_painter, model_file, device, runtime, precision)
     colours = [c.rgb for c in palette(generator.recipe)]
     rough = default_rough(generator.size, palette(generator.recipe))
     rough_b64 = b64_png(rough)
@@ -256,12 +256,12 @@ def run(plan: Plan) -> tuple[list[dict], list[dict]]:
     rows, skipped = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for preset in plan.presets:
-            for name, model in models_of(preset).items():
+            for name, model in torch_thread.call(models_of, preset).items():
                 if name not in plan.models:
                     continue
                 path = Path(tmp) / f"{preset}-{name}.pt"
-                write_generator(path, model, Recipe())
-                gmac = round(giga_macs(model), 2)
+                torch_thread.call(write_generator, path, model, Recipe())
+                gmac = round(torch_thread.call(giga_macs, model), 2)
                 for device in plan.devices:
                     runs = CPU_RUNS if device.type == "cpu" else CUDA_RUNS
                     for runtime, precision in runs:

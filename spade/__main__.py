@@ -159,12 +159,13 @@ def _studio(args: argparse.Namespace) -> None:
     from spade.devices import resolve_device
     from spade.painter import default_model, load_painter
     from spade.runtime import resolve_precision
+    from spade.studio import torch_thread
     from spade.studio.server import serve
 
     device = resolve_device(args.device)
     path = args.model or default_model(device)
     precision = resolve_precision(args.precision, device)
-    painter = load_painter(path, device, args.runtime, precision)
+    painter = torch_thread.call(load_painter, path, device, args.runtime, precision)
     serve(painter, args.host, args.port, model_name=str(path), incremental=args.incremental)
 
 

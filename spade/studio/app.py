@@ -16,8 +16,9 @@ under it in the request's rough with a code of its own (`spade.studio.styles`).
 
 Errors are JSON `{"error": "…"}` with a 4xx status, and every response, a 500 included, carries
 the security headers. Request bodies are parsed and pictures decoded in worker threads, at most
-`Limits.decoders` at once (a big picture costs memory), and inference runs in worker threads, at
-most `Limits.workers` at once, so the event loop keeps serving; each face draws its randomness
+`Limits.decoders` at once (a big picture costs memory), and inference runs in the one thread
+that loaded and measured the model (`torch_thread`; `Limits.workers` above 1: that many threads),
+so the event loop keeps serving; each face draws its randomness
 from its own seeded stream (`Painter.face`), so concurrent requests never change each
 other's faces. Requests are admitted, and dropped when their client leaves, by `Admission`.
 PNG responses carry a `Server-Timing` header (queue, infer, total in ms) for the page's latency
@@ -28,16 +29,17 @@ with the fraction of the rough that changed and of a face's multiply-adds that w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 import numpy as np
 import torch
 from starlette.applications import Starlette
@@ -56,6 +58,7 @@ from spade.errors import UserError
 from spade.images import png_bytes
 from spade.painter import Painter, RegionStyle
 from spade.runtime import precision_of
+from spade.studio import torch_thread
 from spade.studio.admission import Admission, Dropped, check
 from spade.studio.palette import default_rough, palette
 from spade.studio.redraw import Redrawer, header
@@ -103,9 +106,12 @@ class Studio:
         self.precision = precision_of(painter.runner)
         self.palette = palette(painter.recipe)
         self.default_rough = png_bytes(default_rough(painter.size, self.palette))
-        self.limiter = anyio.CapacityLimiter(limits.workers)
-        self.decode_limiter = anyio.CapacityLimiter(limits.decoders)
-        self.redrawer = Redrawer(painter, limits.page_cache_bytes, incremental)
+        # one thread paints, the one that measures the painter here (`torch_thread`)
+        self.painting: Executor = torch_thread.EXECUTOR
+        if limits.workers > 1:
+            self.painting = ThreadPoolExecutor(limits.workers, thread_name_prefix="paint")
+        self.decoding = ThreadPoolExecutor(limits.decoders, thread_name_prefix="decode")
+        self.redrawer = torch_thread.call(Redrawer, painter, limits.page_cache_bytes, incremental)
 
     async def body(self, request: Request) -> bytes:
         return await read_body(request, self.limits.max_request_bytes, self.limits.body_seconds)
@@ -119,7 +125,7 @@ class Studio:
             finally:
                 _release_memory()
 
-        return await in_thread(request, call, self.decode_limiter)
+        return await in_thread(request, call, self.decoding)
 
     async def picture(self, request: Request) -> np.ndarray:
         """The uploaded picture (raw image/* body), bounded in bytes and pixels."""
@@ -175,7 +181,7 @@ class Studio:
             ):
                 return fn()
 
-        return await in_thread(request, call, self.limiter)
+        return await in_thread(request, call, self.painting)
 
     async def infer(
         self,
@@ -204,18 +210,17 @@ class Studio:
         return Response(data, media_type="image/png", headers={"Server-Timing": timing} | extra)
 
 
-async def in_thread(request: Request, fn: Callable[[], T], limiter: anyio.CapacityLimiter) -> T:
-    """`fn` in a worker thread once `limiter` lets it, unless the request's `stop` (`Admission`)
-    is set by then: a request whose client left is dropped, not computed. Cancelled (the server
-    stopping), it returns at once, and `stop` is set: the thread stops at its next `check` (and
-    holds no token meanwhile: only then may one more thread than the limit run, briefly)."""
+async def in_thread(request: Request, fn: Callable[[], T], threads: Executor) -> T:
+    """`fn` in one of `threads` once one is free, unless the request's `stop` (`Admission`) is
+    set by then: a request whose client left is dropped, not computed. Cancelled (the server
+    stopping), it returns at once, and `stop` is set: the thread stops at its next `check`."""
     stop = _stop(request)
 
     def call() -> T:
         check(stop)
         return fn()
 
-    return await anyio.to_thread.run_sync(call, limiter=limiter, abandon_on_cancel=True)
+    return await asyncio.wrap_future(threads.submit(call))
 
 
 def _studio(request: Request) -> Studio:
