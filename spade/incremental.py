@@ -111,7 +111,12 @@ class _Macs:
 def _plain(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A conv's weight and bias as plain tensors (spectral norm's eval-mode weight, once)."""
     bias = None if conv.bias is None else conv.bias.detach()
-    return conv.weight.detach().clone(), bias
+    return _channels_last(conv.weight.detach().clone()), bias
+
+
+def _channels_last(weight: torch.Tensor) -> torch.Tensor:
+    """A conv weight in the maps' layout: else each convolution would copy it to that layout."""
+    return weight.contiguous(memory_format=CL)
 
 
 @dataclass
@@ -138,7 +143,7 @@ class _Spade:
         w_g, w_b = w.chunk(2)
         b_g, b_b = b.chunk(2)
         per = (slice(None), None, None, None)
-        weight = torch.cat([w_g * scale[per], w_b + w_g * shift[per]])
+        weight = _channels_last(torch.cat([w_g * scale[per], w_b + w_g * shift[per]]))
         return cls(_plain(spade.shared[0]), weight, scale, shift, b_g + 1, b_b, spade.style)
 
     def bias(self, w: torch.Tensor | None, regional: bool) -> torch.Tensor:
@@ -342,7 +347,8 @@ class IncrementalGenerator:
         as each SPADE layer resizes it)."""
         move = {"device": self.device, "dtype": self.dtype}
         cond = cond.to(**move).contiguous(memory_format=CL)
-        conds = [F.interpolate(cond, size=(r, r), mode="nearest") for r in self.sizes]
+        full = cond.shape[-1]  # nearest resizing by an integer factor f reads every f-th pixel
+        conds = [cond[:, :, :: full // r, :: full // r] for r in self.sizes]
         return cond, [c.contiguous(memory_format=CL) for c in conds]
 
     def _masks(self, masks: torch.Tensor | None) -> list[torch.Tensor | None]:
