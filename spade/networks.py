@@ -180,11 +180,16 @@ class SpadeGenerator(nn.Module):
     the maps in block order) unless given, so a runtime that takes them as inputs (ONNX) and a
     teacher and student that share them see exactly the same numbers.
 
+    z reaches the layers from `arch.style_from` px up (`arch.styled`): with 4 (the default) the
+    4×4 start is fc(z) and every SPADE layer is styled; above 4 the start is a learned constant
+    and only the styled layers read z, so coarse layers, where a cell spans several parts of the
+    face, cannot tie one part's style to another's.
+
     Region styles: z may be K codes (B, K, z_dim) with `masks` (B, K, S, S) that sum to 1 per
-    pixel; every SPADE layer then paints each region with its own code (`StyleMap`), and so does
-    the 4×4 start (`start`: much of a style is set there; the first code alone left a restyled
-    backdrop in the base style). One code with a mask of ones gives exactly the face of the
-    plain (B, z_dim) z.
+    pixel; every styled SPADE layer then paints each region with its own code (`StyleMap`), and
+    so does an fc(z) start (`start`: much of a style is set there; the first code alone left a
+    restyled backdrop in the base style). One code with a mask of ones gives exactly the face
+    of the plain (B, z_dim) z.
     """
 
     def __init__(self, arch: GeneratorArch, image_size: int):
@@ -292,7 +297,7 @@ class StyleEncoder(nn.Module):
         each cell as weights (the mean), and over the cells it touches (the max)."""
         h = self.body(image)  # (B, 8nef, 4, 4)
         if mask is None:
-            pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+            pooled = self._whole(h)
             return self.fc_mu(pooled), self.fc_logvar(pooled)
         weight = F.adaptive_avg_pool2d(mask.to(h.dtype), h.shape[-2:])  # (B, 1, 4, 4)
         if bool((weight.sum(dim=(2, 3)) == 0).any()):
@@ -308,9 +313,14 @@ class StyleEncoder(nn.Module):
         h = self.body(image)
         weight = F.adaptive_avg_pool2d(masks.to(h.dtype), h.shape[-2:])  # (B, K, 4, 4)
         empty = (weight.sum(dim=(2, 3)) == 0)[..., None]  # (B, K, 1)
-        whole = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)[:, None]
+        whole = self._whole(h)[:, None]
         pooled = torch.where(empty, whole, self._pool(h, torch.where(empty[..., None], 1, weight)))
         return self.fc_mu(pooled), self.fc_logvar(pooled)
+
+    @staticmethod
+    def _whole(h: torch.Tensor) -> torch.Tensor:
+        """(B, 2C): the mean and the max of the (B, C, 4, 4) features over the whole picture."""
+        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
 
     @staticmethod
     def _pool(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

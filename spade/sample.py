@@ -95,10 +95,14 @@ class ImageSource:
             scan = self._scan_folder(self.path)
         self.has_labels = LABELS_NAME in scan.names
         maps = {n for n in scan.names if self.has_labels and n.startswith(f"{REGIONS_DIR}/")}
-        self.has_regions = bool(maps)
         self.names = sorted(n for n in scan.names if n != LABELS_NAME and n not in maps)
         self._maps = maps
         self.ignored = scan.ignored
+
+    @property
+    def has_regions(self) -> bool:
+        """Whether the source ships region maps (`regions/` beside labelled images)."""
+        return bool(self._maps)
 
     def style_labels(self) -> tuple[list[str], dict[str, dict[str, str]]]:
         """(factors, {name: {factor: level}}) from the source's styles.csv, if it has one."""
@@ -238,7 +242,8 @@ def sample_images(cfg: SampleConfig, out_dir: Path) -> None:
             "test": open_image_array(test_path, (n_test, size, size, 3)),
             "train": open_image_array(train_path, (n_train, size, size, 3)),
         }
-        test_regions = np.zeros((n_test, size, size), np.uint8)
+        # the test faces' region maps; none to hold (and no memory) without them
+        test_regions = np.zeros((n_test if maps else 0, size, size), np.uint8)
         bar = tqdm(total=cfg.n_images, desc="sample", unit="img")
         for item in _draw(source, cfg):
             if len(item) == 2:
@@ -248,7 +253,7 @@ def sample_images(cfg: SampleConfig, out_dir: Path) -> None:
             k = len(rows)
             split, index = ("test", k) if k < n_test else ("train", k - n_test)
             arrays[split][index] = resize_square(img, size)
-            if split == "test" and source.has_regions:
+            if split == "test" and maps:
                 test_regions[index] = source.region_map(name, img.shape, size)
             upscaled += min(img.shape[:2]) < size
             levels = labels.get(name, {})  # unlabelled images leave the columns empty

@@ -147,6 +147,44 @@ def test_a_region_is_one_connected_blob_of_one_colour():
         region_of_color(rough, (1, 2, 3))
 
 
+def _labels_by_flood_fill(rough: np.ndarray) -> np.ndarray:
+    """The definition, slowly: blobs numbered by colour, then by their first pixel in raster
+    order, each filled from that pixel through its 4-neighbours of the same colour."""
+    colour = [[tuple(px) for px in row] for row in rough]
+    size = len(colour)
+    blob = -np.ones((size, size), np.int64)
+    starts = []  # (colour, first pixel) of each blob, found in raster order
+    for y in range(size):
+        for x in range(size):
+            if blob[y, x] >= 0:
+                continue
+            blob[y, x] = len(starts)
+            starts.append((colour[y][x], y * size + x))
+            todo = [(y, x)]
+            while todo:
+                cy, cx = todo.pop()
+                for ny, nx in ((cy - 1, cx), (cy + 1, cx), (cy, cx - 1), (cy, cx + 1)):
+                    inside = 0 <= ny < size and 0 <= nx < size
+                    if inside and blob[ny, nx] < 0 and colour[ny][nx] == colour[cy][cx]:
+                        blob[ny, nx] = blob[y, x]
+                        todo.append((ny, nx))
+    order = sorted(range(len(starts)), key=lambda b: starts[b])
+    rank = np.empty(len(starts), np.int64)
+    rank[order] = np.arange(len(starts))
+    return rank[blob]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_labels_are_numbered_by_colour_then_first_pixel(seed):
+    """Speckled roughs of few colours (many blobs, touching diagonally, wrapping round others)."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (3 + seed % 3, 3), dtype=np.uint8)
+    rough = palette[rng.integers(0, len(palette), (24, 24))]
+    rough[4:12, 4:20] = palette[0]  # a big blob among the speckles
+    np.testing.assert_array_equal(components(rough), _labels_by_flood_fill(rough))
+    np.testing.assert_array_equal(components(_two_blobs()), _labels_by_flood_fill(_two_blobs()))
+
+
 def test_code_masks_sum_to_one_and_a_later_region_wins():
     a = np.zeros((8, 8), bool)
     a[:4] = True
