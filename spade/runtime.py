@@ -151,7 +151,9 @@ def onnx_bytes(model: FaceModel, regional: bool = False) -> bytes:
         input_names = ["rough", "z", "masks", *names]
         axes |= {"z": {0: "batch", 1: "codes"}, "masks": {0: "batch", 1: "codes"}}
     buf = io.BytesIO()
-    with warnings.catch_warnings():
+    # fp32 whatever the caller runs under: the regional graph is exported when a face first
+    # asks for it, inside the studio's bf16 autocast on CPUs with bf16 units
+    with warnings.catch_warnings(), torch.autocast("cpu", enabled=False):
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
         torch.onnx.export(
             module,

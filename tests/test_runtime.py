@@ -268,3 +268,23 @@ def test_region_codes_give_the_torch_face_within_one_level(tmp_path, runtime, st
         got = graph_painter.face(rough, 0, regions=regions).astype(int)
         assert np.abs(want - got).max() <= 1
         assert not np.array_equal(want, torch_painter.face(rough, 0))
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_the_regional_graph_is_fp32_when_first_asked_for_under_bf16_autocast(
+    tiny_generator_file, runtime
+):
+    """The studio paints inside bf16 autocast on CPUs with bf16 units, and the regional graph is
+    exported when a face first has regions: the export must not trace bf16 (OpenVINO refused
+    that graph: a 500 for every face with regions)."""
+    pytest.importorskip({"onnx": "onnxruntime", "openvino": "openvino"}[runtime])
+    torch_painter = load_painter(tiny_generator_file, CPU, "torch")
+    graph_painter = load_painter(tiny_generator_file, CPU, runtime)
+    size = torch_painter.size
+    rough = np.random.default_rng(1).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    top = np.zeros((size, size), bool)
+    top[: size // 2] = True
+    regions = [RegionStyle(top, torch_painter.z_for_seed(9))]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = graph_painter.face(rough, 0, regions=regions).astype(int)
+    assert np.abs(got - torch_painter.face(rough, 0, regions=regions)).max() <= 1
