@@ -410,7 +410,8 @@ def test_restyle_a_region_and_undo_it(page, tiny_painter):
     restyled = pixels(page, "face")
     assert not np.array_equal(restyled, face0)
     code = tiny_painter.z_for_seed(region["seed"])
-    np.testing.assert_array_equal(restyled, with_region(tiny_painter, rough0, 0, code))
+    full = with_region(tiny_painter, rough0, 0, code)  # a page's faces: the redraw engine's,
+    assert np.abs(restyled.astype(int) - full).max() <= 1  # within a level of the painter's
     assert page.locator("#region-lock").is_checked()
 
     page.keyboard.press("Control+z")
