@@ -1,13 +1,14 @@
-"""Benchmark region styles: a face with one restyled region against the plain face.
+"""Benchmark region styles: a face with restyled regions against the plain face.
 
 Times the student of a preset (random weights: timing only) at its size, one face at a time, on
-each CPU runtime: the plain graph (one style code, what every face without regions runs) and
-the regional graph with 2 codes (the base and one region covering the top third), each the
-median of `--repeats` calls after one warm-up, and prints the regional/plain ratio measured in
-the same run. The issue's goal: a face with regions within 1.10× of the plain face.
+each CPU runtime: the plain face (one style code, what every face without regions runs) and
+faces with 2 and 3 codes (the base, the top third, and the left quarter). A shared CPU drifts by
+tens of percent over a minute, so the faces are timed in alternating rounds — plain, 2 codes,
+3 codes, again — and each ratio is the median over rounds of that round's regional/plain time.
+The issue's goal: a face with regions within 1.10× of the plain face.
 
     python bench/regions.py                          # full preset, 256 px, torch/onnx/openvino
-    python bench/regions.py --runtimes onnx --repeats 30
+    python bench/regions.py --runtimes openvino --repeats 40
 """
 
 from __future__ import annotations
@@ -24,14 +25,10 @@ from spade.networks import FaceModel
 from spade.runtime import make_runner, zero_inputs
 
 
-def median_ms(run, inputs: tuple, repeats: int) -> float:
-    run(*inputs)  # warm-up: graph compilation, caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(*inputs)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+def seconds(run, inputs: tuple) -> float:
+    start = time.perf_counter()
+    run(*inputs)
+    return time.perf_counter() - start
 
 
 def student(preset: str) -> FaceModel:
@@ -42,11 +39,21 @@ def student(preset: str) -> FaceModel:
     return FaceModel(arch, params["sample"]["image_size"]).eval()
 
 
+def region_masks(size: int, codes: int) -> torch.Tensor:
+    """(1, codes, size, size) masks that sum to 1: the base, then the top third, then the left
+    quarter below it."""
+    owner = torch.zeros(size, size, dtype=torch.long)
+    owner[: size // 3] = 1
+    if codes > 2:
+        owner[size // 3 :, : size // 4] = 2
+    return torch.nn.functional.one_hot(owner, codes).permute(2, 0, 1)[None].float()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--preset", default="presets/full.yaml")
     p.add_argument("--runtimes", nargs="+", default=["torch", "onnx", "openvino"])
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--repeats", type=int, default=20, help="rounds (each times every face once)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,18 +63,25 @@ def main() -> None:
     g = torch.Generator().manual_seed(1)
     cond = torch.rand(cond.shape, generator=g) * 2 - 1
     noise = [torch.randn(n.shape, generator=g) for n in noise]
-    codes = torch.randn(1, 2, model.arch.z_dim, generator=g)
-    masks = torch.zeros(1, 2, size, size)
-    masks[:, 0] = 1
-    masks[:, :, : size // 3] = torch.tensor([0.0, 1.0])[:, None, None]
+    codes = torch.randn(1, 3, model.arch.z_dim, generator=g)
+    faces = {
+        "plain": (cond, codes[:, 0], noise),
+        "2 codes": (cond, codes[:, :2], noise, region_masks(size, 2)),
+        "3 codes": (cond, codes, noise, region_masks(size, 3)),
+    }
     print(f"student of {args.preset} at {size} px, fp32, {args.threads} threads")
     for name in args.runtimes:
         run = make_runner(name, model)
-        plain = median_ms(run, (cond, codes[:, 0], noise), args.repeats)
-        regional = median_ms(run, (cond, codes, noise, masks), args.repeats)
+        for inputs in faces.values():
+            run(*inputs)  # warm-up: graph export and compilation, caches
+        rounds = np.array(
+            [[seconds(run, inputs) for inputs in faces.values()] for _ in range(args.repeats)]
+        )
+        ms = 1000 * np.median(rounds, axis=0)
+        ratios = np.median(rounds[:, 1:] / rounds[:, :1], axis=0)
         print(
-            f"{name:9s} plain {plain:7.1f} ms   2 codes {regional:7.1f} ms   "
-            f"ratio {regional / plain:.2f}"
+            f"{name:9s} plain {ms[0]:6.1f} ms   2 codes {ms[1]:6.1f} ms ({ratios[0]:.2f}x)   "
+            f"3 codes {ms[2]:6.1f} ms ({ratios[1]:.2f}x)"
         )
 
 

@@ -124,13 +124,13 @@ def zero_inputs(model: FaceModel) -> tuple[torch.Tensor, torch.Tensor, list[torc
     return torch.zeros(1, 3, size, size), torch.zeros(1, model.arch.z_dim), noise
 
 
-def onnx_bytes(model: FaceModel, regional: bool = False) -> bytes:
+def onnx_bytes(model: FaceModel, codes: int = 1) -> bytes:
     """The generator as an ONNX graph (fp32, batch size free), spectral norm folded in.
 
-    Two graphs: the plain one takes one (B, z_dim) style code; the `regional` one also takes
-    K codes and their masks (B, K, S, S), K free. Painting with one code is most of the work,
-    and the plain graph spares it the masks' pass over every SPADE layer's affine map (about
-    20% of the student's time at 256 px)."""
+    One graph per number of style codes: the plain one (`codes` 1) takes one (B, z_dim) code;
+    a regional one takes (B, codes, z_dim) codes and their (B, codes, S, S) masks. A fixed
+    count writes each region as one multiply-add per SPADE layer (`StyleMap._per_region`), and
+    painting with one code, most of the work, skips the masks altogether."""
     # A new instance, not a deepcopy: removing a parametrization edits the module's class,
     # which a deepcopy shares with the original.
     generator = SpadeGenerator(model.arch, model.image_size)
@@ -144,14 +144,14 @@ def onnx_bytes(model: FaceModel, regional: bool = False) -> bytes:
     batch = {0: "batch"}
     axes = {name: batch for name in ["rough", "z", *names, "face"]}
     module, inputs, input_names = _Traceable(generator), (cond, z, *noise), ["rough", "z", *names]
-    if regional:
-        codes = torch.zeros(1, 2, model.arch.z_dim)
-        masks = torch.full((1, 2, model.image_size, model.image_size), 0.5)
-        module, inputs = _RegionTraceable(generator), (cond, codes, masks, *noise)
+    if codes > 1:
+        z = torch.zeros(1, codes, model.arch.z_dim)
+        masks = torch.full((1, codes, model.image_size, model.image_size), 1 / codes)
+        module, inputs = _RegionTraceable(generator), (cond, z, masks, *noise)
         input_names = ["rough", "z", "masks", *names]
-        axes |= {"z": {0: "batch", 1: "codes"}, "masks": {0: "batch", 1: "codes"}}
+        axes["masks"] = batch
     buf = io.BytesIO()
-    # fp32 whatever the caller runs under: the regional graph is exported when a face first
+    # fp32 whatever the caller runs under: a regional graph is exported when a face first
     # asks for it, inside the studio's bf16 autocast on CPUs with bf16 units
     with warnings.catch_warnings(), torch.autocast("cpu", enabled=False):
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
@@ -213,16 +213,16 @@ def _evict(folder: Path, keep: int) -> None:
             old.with_suffix(".sha256").unlink(missing_ok=True)
 
 
-def onnx_graph(model: FaceModel, cache_dir: Path | None = None, regional: bool = False) -> bytes:
-    """The ONNX graph of `model` (`onnx_bytes`): from the cache when a verified copy is there,
-    else exported and cached (when the cache cannot be written — read-only, full — exported on
-    each start)."""
+def onnx_graph(model: FaceModel, cache_dir: Path | None = None, codes: int = 1) -> bytes:
+    """The ONNX graph of `model` for `codes` style codes (`onnx_bytes`): from the cache when a
+    verified copy is there, else exported and cached (when the cache cannot be written —
+    read-only, full — exported on each start)."""
     folder = cache_dir or user_cache_dir("onnx")
-    path = folder / f"{graph_key(model)}{'-regions' if regional else ''}.onnx"
+    path = folder / f"{graph_key(model)}{f'-codes{codes}' if codes > 1 else ''}.onnx"
     if (data := _cached(path)) is not None:
         return data
     t0 = time.perf_counter()
-    data = onnx_bytes(model, regional)
+    data = onnx_bytes(model, codes)
     try:  # the checksum first: a graph never appears without one
         write_bytes(path.with_suffix(".sha256"), f"{_sha256(data)}\n".encode())
         write_bytes(path, data)
@@ -285,23 +285,27 @@ def _onednn_may_use_bf16() -> bool:
     return cap in ("ALL", "DEFAULT") or any(k in cap for k in ("BF16", "FP16", "AMX", "AVX10"))
 
 
-Graphs = Callable[[bool], bytes]  # regional → the ONNX graph (`onnx_bytes`)
+Graphs = Callable[[int], bytes]  # number of style codes → the ONNX graph (`onnx_bytes`)
 
 
 def _inputs(
     cond: torch.Tensor, z: torch.Tensor, noise: list[torch.Tensor], masks: torch.Tensor | None
-) -> dict[str, np.ndarray]:
-    """The graphs' inputs by name: rough, z, masks (region codes only), noise0, noise1…
-    A graph keeps only the inputs its model reads (no masks without per-layer style), so
-    runners feed the names their graph has."""
+) -> tuple[int, dict[str, np.ndarray]]:
+    """The number of style codes, which picks the graph, and the graphs' inputs by name:
+    rough, z, masks (two codes or more), noise0, noise1… One code under its mask (which is
+    all ones: the masks sum to 1) is the plain face. A graph keeps only the inputs its model
+    reads (no masks without per-layer style), so runners feed the names their graph has."""
+    if masks is not None and masks.shape[1] == 1:
+        z, masks = z[:, 0], None
+    codes = 1 if masks is None else masks.shape[1]
     named = {"rough": cond, "z": z} | ({"masks": masks} if masks is not None else {})
     named |= {f"noise{i}": n for i, n in enumerate(noise)}
-    return {k: v.float().cpu().numpy() for k, v in named.items()}
+    return codes, {k: v.float().cpu().numpy() for k, v in named.items()}
 
 
 class OnnxRunner:
     """The ONNX graphs on ONNX Runtime's CPU provider, in fp32: the plain one loaded at once,
-    the regional one when a face first has region codes."""
+    a regional one when a face first has that many style codes."""
 
     name = "onnx"
     dtype = torch.float32
@@ -309,17 +313,17 @@ class OnnxRunner:
     def __init__(self, graphs: Graphs):
         self.ort = _import("onnxruntime", self.name)
         self.graphs = graphs
-        self.sessions: dict[bool, object] = {}
-        self._session(regional=False)
+        self.sessions: dict[int, object] = {}  # by number of style codes
+        self._session(codes=1)
 
-    def _session(self, regional: bool):
-        if regional not in self.sessions:
+    def _session(self, codes: int):
+        if codes not in self.sessions:
             options = self.ort.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()
             options.log_severity_level = 3  # errors only
-            graph, cpu = self.graphs(regional), ["CPUExecutionProvider"]
-            self.sessions[regional] = self.ort.InferenceSession(graph, options, providers=cpu)
-        return self.sessions[regional]
+            graph, cpu = self.graphs(codes), ["CPUExecutionProvider"]
+            self.sessions[codes] = self.ort.InferenceSession(graph, options, providers=cpu)
+        return self.sessions[codes]
 
     def __call__(
         self,
@@ -328,8 +332,8 @@ class OnnxRunner:
         noise: list[torch.Tensor],
         masks: torch.Tensor | None = None,
     ):
-        session = self._session(regional=masks is not None)
-        given = _inputs(cond, z, noise, masks)
+        codes, given = _inputs(cond, z, noise, masks)
+        session = self._session(codes)
         feed = {i.name: given[i.name] for i in session.get_inputs()}
         return torch.from_numpy(session.run(None, feed)[0])
 
@@ -340,8 +344,7 @@ class OpenVinoRunner:
     in 255 of fp32; a CPU without native bf16 computes fp32, and `dtype` says so).
 
     Every shape is static, so OpenVINO plans each layer once: the plain graph is compiled for
-    one face at load time, and the regional graph, once, for each number of region codes when a
-    face first asks for it."""
+    one face at load time, and a regional one when a face first has that many style codes."""
 
     name = "openvino"
 
@@ -357,22 +360,17 @@ class OpenVinoRunner:
             "INFERENCE_NUM_THREADS": torch.get_num_threads(),
             "PERFORMANCE_HINT": "LATENCY",
         }
-        self.by_codes: dict[int, object] = {}  # 0: the plain graph
-        computed = self._compiled(0).get_property("INFERENCE_PRECISION_HINT")  # what it runs in
+        self.by_codes: dict[int, object] = {}  # by number of style codes (1: the plain graph)
+        computed = self._compiled(1).get_property("INFERENCE_PRECISION_HINT")  # what it runs in
         self.dtype = torch.bfloat16 if computed == self.ov.Type.bf16 else torch.float32
 
     def _compiled(self, codes: int):
-        """The graph compiled for one face: the plain one (`codes` 0), or the regional one with
-        `codes` region codes."""
+        """The graph for `codes` style codes, compiled for one face."""
         if codes not in self.by_codes:
-            network = self.core.read_model(self.graphs(codes > 0))
-            shapes = {}
-            for i in network.inputs:
-                shape = [1, *i.get_partial_shape()[1:]]
-                if codes and i.get_names() & {"z", "masks"}:
-                    shape[1] = codes
-                shapes[i.get_any_name()] = shape
-            network.reshape(shapes)
+            network = self.core.read_model(self.graphs(codes))
+            network.reshape(
+                {i.get_any_name(): [1, *i.get_partial_shape()[1:]] for i in network.inputs}
+            )
             self.by_codes[codes] = self.core.compile_model(network, "CPU", self.config)
         return self.by_codes[codes]
 
@@ -386,13 +384,13 @@ class OpenVinoRunner:
         faces = []
         for i in range(len(cond)):
             one = slice(i, i + 1)
-            given = _inputs(
+            codes, given = _inputs(
                 cond[one],
                 z[one],
                 [n[one] for n in noise],
                 masks[one] if masks is not None else None,
             )
-            compiled = self._compiled(given["masks"].shape[1] if masks is not None else 0)
+            compiled = self._compiled(codes)
             feed = [given[(i.get_names() & given.keys()).pop()] for i in compiled.inputs]
             faces.append(compiled(feed)[0])
         return torch.from_numpy(np.concatenate(faces))
@@ -438,7 +436,7 @@ def make_runner(name: str, model: FaceModel, dtype: torch.dtype = torch.float32)
     device = next(model.parameters()).device
     if name in GRAPH_RUNTIMES and device.type != "cpu":
         raise UserError(f"the {name} runtime runs on the CPU: use --device cpu or --runtime torch")
-    graph = functools.cache(lambda regional: onnx_graph(model, regional=regional))  # once each
+    graph = functools.cache(lambda codes: onnx_graph(model, codes=codes))  # once each
     if name != "auto":
         return _build(name, model, graph, dtype)
     if device.type != "cpu":

@@ -12,6 +12,7 @@ from spade.networks import (
     MultiscaleDiscriminator,
     NoiseInjection,
     StyleEncoder,
+    StyleMap,
     generator_channels,
     num_upsamplings,
 )
@@ -165,3 +166,18 @@ def test_z_every_layer_modulates_every_spade_layer():
 def test_plain_architecture_is_unchanged_by_the_option():
     names = {n for n, _ in tiny(32, z_every_layer=False, use_vae=False).named_parameters()}
     assert not any("style" in n or "mapping" in n for n in names)
+
+
+def test_the_traced_per_region_sum_is_the_product_over_codes():
+    """Exported graphs write Σ_k mask_k·Linear(w_k) as a base plus one multiply-add per region:
+    the same map wherever the masks sum to 1, at every block size."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2, 3, 8, generator=g)
+    masks = torch.rand(2, 3, 16, 16, generator=g)
+    style = StyleMap.build(w, masks / masks.sum(1, keepdim=True), [4, 16])
+    linear = torch.nn.Linear(8, 6)
+    for size in (4, 16):
+        eager = style.modulation(linear, size)
+        per_region = StyleMap._per_region(linear(w), style.masks[size])
+        assert eager.shape == per_region.shape == (2, 6, size, size)
+        torch.testing.assert_close(per_region, eager, rtol=0, atol=1e-5)

@@ -208,7 +208,7 @@ def test_bf16_is_reported_only_where_openvino_computes_it(tiny_generator_file, m
         painter = load_painter(tiny_generator_file, CPU, "openvino", "bf16")
     assert precision_of(painter.runner) == "fp32"  # what /api/info and the start line report
     openvino = pytest.importorskip("openvino")
-    compiled = painter.runner.by_codes[0]  # the plain graph, compiled at load
+    compiled = painter.runner.by_codes[1]  # the plain graph, compiled at load
     assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
     assert "bf16" in caplog.text
 
@@ -268,6 +268,25 @@ def test_region_codes_give_the_torch_face_within_one_level(tmp_path, runtime, st
         got = graph_painter.face(rough, 0, regions=regions).astype(int)
         assert np.abs(want - got).max() <= 1
         assert not np.array_equal(want, torch_painter.face(rough, 0))
+    graphs = getattr(graph_painter.runner, {"onnx": "sessions", "openvino": "by_codes"}[runtime])
+    assert graphs.keys() == {1, 2, 3}  # one graph per number of style codes, 1 the plain one
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_one_code_under_a_mask_of_ones_is_the_plain_graphs_face(tiny_generator_file, runtime):
+    """K = 1 with its mask (all ones: masks sum to 1) runs the plain graph: the same bytes as
+    the plain face, and no graph of its own."""
+    pytest.importorskip({"onnx": "onnxruntime", "openvino": "openvino"}[runtime])
+    painter = load_painter(tiny_generator_file, CPU, runtime)
+    g = torch.Generator().manual_seed(0)
+    size = painter.size
+    cond = torch.rand(1, 3, size, size, generator=g) * 2 - 1
+    z = torch.randn(1, 1, painter.model.arch.z_dim, generator=g)
+    noise = [torch.randn(s, generator=g) for s in painter.model.generator.noise_shapes(1)]
+    masked = painter.runner(cond, z, noise, torch.ones(1, 1, size, size))
+    assert torch.equal(masked, painter.runner(cond, z[:, 0], noise))
+    graphs = getattr(painter.runner, {"onnx": "sessions", "openvino": "by_codes"}[runtime])
+    assert graphs.keys() == {1}
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
