@@ -3,7 +3,8 @@
 Variants, each measured in the same run on the same random batch: plain fp32 (contiguous
 tensors, no autocast, the classic Adam), then one speed-up switch added at a time:
 channels_last, bf16 autocast (CUDA), fused Adam (CUDA), torch.compile (CUDA, opt-in), and the
-trainer's path with the presets' own options (z at every layer and the style encoder). Prints
+trainer's path with the presets' own options (z at every layer from style_from up, the style
+encoder). Prints
 images/s, the speed-up over fp32, the model FLOPs utilisation (FLOPs per training image from
 `torch.utils.flop_counter`, times images/s, over the GPU's dense peak: bf16 for autocast rows,
 TF32 otherwise; achieved TFLOP/s on the CPU) and, on CUDA, the peak memory of each. The networks
@@ -39,11 +40,19 @@ log = logging.getLogger("bench.train")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The generator without the presets' own options, for every variant but the presets' row: one
+# global z at the 4x4 start (style_from 4: from higher up, z would reach no layer) and no encoder.
+PLAIN = {"z_every_layer": False, "use_vae": False, "style_from": 4}
+
+
 def preset_nets(path: Path) -> dict:
-    """The networks of a preset (its generator without the options a variant switches)."""
+    """The networks of a preset, with its own options (`measure` switches them)."""
     train = load_params(path).train
-    arch = train.arch.model_dump() | {"z_every_layer": False, "use_vae": False}
-    return {"arch": arch, "disc": train.disc.model_dump(), "lambda_kl": train.lambda_kl}
+    return {
+        "arch": train.arch.model_dump(),
+        "disc": train.disc.model_dump(),
+        "lambda_kl": train.lambda_kl,
+    }
 
 
 DEMO_NETS = preset_nets(ROOT / "params.yaml")
@@ -69,6 +78,8 @@ PRESETS_VARIANT = "the trainer's path with the presets' options"
 def variants(device: torch.device, with_compile: bool) -> list[Variant]:
     """fp32, then each switch added on top of the previous ones (CUDA-only ones on CUDA)."""
     out = [Variant("fp32"), Variant("+ channels_last", channels_last=True)]
+    if device.type == "cpu":
+        out.append(Variant(PRESETS_VARIANT, channels_last=True, presets=True))
     if device.type == "cuda":
         out += [
             Variant("+ bf16 autocast", channels_last=True, amp=True),
@@ -93,8 +104,8 @@ def measure(
     nets: dict, variant: Variant, size: int, batch: int, device: torch.device, steps: int
 ) -> dict[str, float]:
     """images/s (and peak GiB on CUDA, and compile seconds) of `steps` timed steps."""
-    if variant.presets:
-        nets = nets | {"arch": nets["arch"] | {"z_every_layer": True, "use_vae": True}}
+    if not variant.presets:
+        nets = nets | {"arch": nets["arch"] | PLAIN}
     cfg = TrainConfig(
         **nets,
         batch_size=batch,
