@@ -409,7 +409,7 @@ class CpuConfig(Section):
     """`cpu`: the numerics of CPU work in train, distill, features and evaluate
     (`spade.numerics`)."""
 
-    reproducible: Flag = True  # the same bytes on every x86-64 CPU with AVX2; else the fastest
+    reproducible: Flag = True  # the same bytes on every Intel CPU with AVX2; else the fastest
     threads: Integer = Field(2, ge=1, le=256)  # torch threads (the results depend on them)
 
 

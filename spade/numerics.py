@@ -1,4 +1,4 @@
-"""The same float bytes from the same params on every x86-64 CPU with AVX2.
+"""The same float bytes from the same params on every Intel x86-64 CPU with AVX2.
 
 A CPU's float results depend on more than the program: the order in which sums are taken, and
 whether multiply-adds are fused, change the last bits, and training turns a changed bit into
@@ -10,7 +10,12 @@ fixes each:
 - oneDNN's convolutions choose their blocking from the instruction set and the cache sizes, which
   differ between vendors and models: off, so ATen's own convolutions run (im2col and a GEMM).
 - MKL's GEMM picks a code path per CPU: pinned to its AVX2 path (Conditional Numerical
-  Reproducibility, `MKL_CBWR=AVX2`).
+  Reproducibility, `MKL_CBWR=AVX2`). MKL honours that on Intel CPUs only: on others it runs
+  its own path whatever is asked (an AMD EPYC Zen 4 gave the same GEMM bytes under AVX2, AVX512,
+  AUTO and SSE4_2). Only `MKL_CBWR=COMPATIBLE`, SSE2 code, is the same on every vendor by
+  Intel's documentation, and it made the demo's training step 1.7x slower there: not worth it
+  for every user. So a stage that trains or computes features on another vendor's CPU warns
+  that its bytes are that CPU's; the data stages (no GEMM) match everywhere.
 - Parallel reductions split their work by the thread count: a fixed count (`cpu.threads`),
   whatever the machine has.
 
@@ -48,6 +53,17 @@ def has_avx2() -> bool:
     return "avx2" in flags and "fma" in flags
 
 
+def cpu_vendor() -> str:
+    """The CPU's vendor as Linux names it ("GenuineIntel", "AuthenticAMD"), or "" where
+    /proc/cpuinfo says nothing."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        return ""
+    return line.partition(":")[2].strip()
+
+
 def pin_cpu_numerics(cfg: CpuConfig, device: torch.device) -> None:
     """Make CPU float results depend on the params alone (see the module docstring). A stage
     that computes on CUDA keeps the CPU's own kernels: its results are the GPU's anyway."""
@@ -62,6 +78,12 @@ def pin_cpu_numerics(cfg: CpuConfig, device: torch.device) -> None:
         if capability != "AVX2":
             raise RuntimeError(
                 f"ATen's CPU kernels were chosen ({capability}) before pin_cpu_numerics ran"
+            )
+        if (vendor := cpu_vendor()) not in ("GenuineIntel", ""):
+            log.warning(
+                "cpu.reproducible: MKL keeps its pinned path on Intel CPUs only, so on this "
+                "%s CPU matrix products (training, features) give this vendor's bytes",
+                vendor,
             )
     else:
         log.warning(

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
+from spade.numerics import has_avx2
 from spade.roughen.hsv import hsv_to_rgb
 
 from conftest import ROOT, TINY_PARAMS, launch_stage
@@ -178,3 +179,27 @@ def test_without_the_pins_those_cpus_train_other_models(tiny_data, tmp_path):
     results = train_everywhere(tiny_data, tmp_path, cpus, ["train"], reproducible=False)
     a, b = (r["models/generator.pt"] for r in results.values())
     assert a != b
+
+
+WARNS_FOR = """
+import logging.handlers, torch
+from spade import numerics
+from spade.config import CpuConfig
+seen = logging.handlers.BufferingHandler(100)
+logging.getLogger("spade.numerics").addHandler(seen)
+numerics.cpu_vendor = lambda: {vendor!r}
+numerics.pin_cpu_numerics(CpuConfig(), torch.device("cpu"))
+words = "MKL keeps its pinned path on Intel CPUs only"
+print("warned" if any(words in r.getMessage() for r in seen.buffer) else "silent")
+"""
+
+
+@pytest.mark.skipif(not has_avx2(), reason="the pins apply to x86-64 CPUs with AVX2")
+@pytest.mark.parametrize(
+    ("vendor", "said"), [("AuthenticAMD", "warned"), ("GenuineIntel", "silent")]
+)
+def test_a_stage_says_where_mkl_does_not_keep_its_pinned_path(vendor, said):
+    """MKL honours MKL_CBWR=AVX2 on Intel CPUs only (measured on an AMD EPYC: the same GEMM
+    bytes under every MKL_CBWR but COMPATIBLE): elsewhere a stage says its model bytes are that
+    vendor's, in a fresh process because the pins must come before the first tensor."""
+    assert in_fresh_process(WARNS_FOR.format(vendor=vendor)) == said
