@@ -242,7 +242,7 @@ def test_no_bf16_where_onednn_is_capped_below_it(monkeypatch):
 @pytest.mark.parametrize("style_from", [4, 16])
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
 def test_region_codes_give_the_torch_face_within_one_level(tmp_path, runtime, style_from):
-    """The regional graph (codes and masks as inputs) paints what PyTorch paints, for two and
+    """The regional graphs (codes and masks as inputs) paint what PyTorch paints, for two and
     three codes (OpenVINO compiles once per count), with z at every layer and from 16 px up (a
     constant start: its export once lost the channel count ONNX's BatchNorm needs)."""
     pytest.importorskip({"onnx": "onnxruntime", "openvino": "openvino"}[runtime])
