@@ -45,6 +45,8 @@ bench: setup  ## every bench/ script but gpu_check.py (CUDA rows only where ther
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/fid.py
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/studio.py
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/stroke_reach.py
+	PATH=$(CURDIR)/$(BIN):$$PATH python bench/regions.py
+	PATH=$(CURDIR)/$(BIN):$$PATH python bench/int8.py
 
 gpu-check: setup  ## prove the GPU path (tests, 256 px rehearsal, throughput, NVlabs side by side)
 	PATH=$(CURDIR)/$(BIN):$$PATH python bench/gpu_check.py
