@@ -27,27 +27,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from bench.regions import student
 from spade import paths
-from spade.config import GeneratorArch
 from spade.data import to_images, to_model
 from spade.inference import seeded
 from spade.networks import FaceModel
 from spade.runtime import onnx_bytes
 
 Feed = dict[str, np.ndarray]
-
-
-def student(preset: str) -> FaceModel:
-    """The student of a preset with random weights (timing only)."""
-    with open(preset) as f:
-        params = yaml.safe_load(f)
-    arch = GeneratorArch(**(params["train"]["arch"] | params["distill"]["arch"]))
-    torch.manual_seed(0)
-    return FaceModel(arch, params["sample"]["image_size"]).eval()
 
 
 def feeds(model: FaceModel, roughs: np.ndarray, seed: int) -> Iterator[Feed]:

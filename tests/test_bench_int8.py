@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import onnx
 import pytest
 import torch
 
+from bench import int8 as bench
 from spade.config import GeneratorArch
 from spade.networks import FaceModel
 from spade.runtime import onnx_bytes
 
-from conftest import ROOT
-
 SIZE = 32
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_int8", ROOT / "bench/int8.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
-
-
 @pytest.mark.parametrize("runtime", ["openvino_face", "onnx_face"])
-def test_the_int8_graph_is_quantised_and_paints_close_to_fp32(bench, runtime):
+def test_the_int8_graph_is_quantised_and_paints_close_to_fp32(runtime):
     pytest.importorskip({"openvino_face": "openvino", "onnx_face": "onnxruntime"}[runtime])
     torch.manual_seed(0)
     model = FaceModel(GeneratorArch(ngf=8, spade_hidden=8, z_dim=8), SIZE).eval()
