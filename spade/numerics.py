@@ -41,27 +41,30 @@ log = logging.getLogger(__name__)
 PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first CPU's `field` in /proc/cpuinfo ("" where it has none), or None where there is
+    no /proc/cpuinfo (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.startswith(field)), "")
+    except OSError:
+        return None
+    return line.partition(":")[2].strip()
+
+
 def has_avx2() -> bool:
     """Whether this is an x86-64 CPU with AVX2 and FMA (Linux: read from /proc/cpuinfo)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
+    if (flags := _cpuinfo("flags")) is None:
         return True  # another OS on x86-64: ATen and MKL fall back by themselves if need be
-    return "avx2" in flags and "fma" in flags
+    return {"avx2", "fma"} <= set(flags.split())
 
 
 def cpu_vendor() -> str:
     """The CPU's vendor as Linux names it ("GenuineIntel", "AuthenticAMD"), or "" where
     /proc/cpuinfo says nothing."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            line = next((line for line in f if line.startswith("vendor_id")), "")
-    except OSError:
-        return ""
-    return line.partition(":")[2].strip()
+    return _cpuinfo("vendor_id") or ""
 
 
 def pin_cpu_numerics(cfg: CpuConfig, device: torch.device) -> None:
