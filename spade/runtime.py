@@ -313,17 +313,17 @@ class OnnxRunner:
     def __init__(self, graphs: Graphs):
         self.ort = _import("onnxruntime", self.name)
         self.graphs = graphs
-        self.sessions: dict[int, object] = {}  # by number of style codes
+        self.by_codes: dict[int, object] = {}  # sessions by number of style codes (1: plain)
         self._session(codes=1)
 
     def _session(self, codes: int):
-        if codes not in self.sessions:
+        if codes not in self.by_codes:
             options = self.ort.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()
             options.log_severity_level = 3  # errors only
             graph, cpu = self.graphs(codes), ["CPUExecutionProvider"]
-            self.sessions[codes] = self.ort.InferenceSession(graph, options, providers=cpu)
-        return self.sessions[codes]
+            self.by_codes[codes] = self.ort.InferenceSession(graph, options, providers=cpu)
+        return self.by_codes[codes]
 
     def __call__(
         self,

@@ -268,8 +268,11 @@ def test_region_codes_give_the_torch_face_within_one_level(tmp_path, runtime, st
         got = graph_painter.face(rough, 0, regions=regions).astype(int)
         assert np.abs(want - got).max() <= 1
         assert not np.array_equal(want, torch_painter.face(rough, 0))
-    graphs = getattr(graph_painter.runner, {"onnx": "sessions", "openvino": "by_codes"}[runtime])
-    assert graphs.keys() == {1, 2, 3}  # one graph per number of style codes, 1 the plain one
+    assert graph_painter.runner.by_codes.keys() == {
+        1,
+        2,
+        3,
+    }  # one graph per number of style codes, 1 the plain one
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
@@ -285,8 +288,7 @@ def test_one_code_under_a_mask_of_ones_is_the_plain_graphs_face(tiny_generator_f
     noise = [torch.randn(s, generator=g) for s in painter.model.generator.noise_shapes(1)]
     masked = painter.runner(cond, z, noise, torch.ones(1, 1, size, size))
     assert torch.equal(masked, painter.runner(cond, z[:, 0], noise))
-    graphs = getattr(painter.runner, {"onnx": "sessions", "openvino": "by_codes"}[runtime])
-    assert graphs.keys() == {1}
+    assert painter.runner.by_codes.keys() == {1}
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
