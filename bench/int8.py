@@ -1,8 +1,8 @@
 """Benchmark post-training int8 for the student: latency and KID against fp32, in one run.
 
 int8 is ONNX Runtime's static quantiser on the exported graph (QDQ: int8 weights per output
-channel, uint8 activations with ranges calibrated on roughs), run by OpenVINO (which executes
-QDQ graphs in int8) and ONNX Runtime.
+channel, uint8 activations with ranges calibrated on roughs), run by the studio's OpenVINO
+runner (which executes QDQ graphs in int8) and ONNX Runtime runner.
 
 - **Latency**: the student of a preset (random weights: timing only; calibrated on 8 random
   roughs) at its size, one face at a time, fp32 and int8 timed in alternating rounds, each by
@@ -19,10 +19,10 @@ QDQ graphs in int8) and ONNX Runtime.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,30 +30,29 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from bench.regions import student
+from bench.regions import alternating_rounds, student
 from spade import paths
 from spade.data import to_images, to_model
 from spade.inference import seeded
 from spade.networks import FaceModel
-from spade.runtime import onnx_bytes
+from spade.runtime import OnnxRunner, OpenVinoRunner, Runner, onnx_bytes
+from spade.runtime import _inputs as graph_inputs  # the graphs' input names, as runners feed them
 
-Feed = dict[str, np.ndarray]
+Face = tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]  # a runner's rough, z and noise
 
 
-def feeds(model: FaceModel, roughs: np.ndarray, seed: int) -> Iterator[Feed]:
-    """One plain graph input per uint8 rough: the rough, z and the per-layer noise, drawn from
+def faces_of(model: FaceModel, roughs: np.ndarray, seed: int) -> Iterator[Face]:
+    """A runner's inputs for each uint8 rough: the rough, z and the per-layer noise, drawn from
     `seed` one face at a time."""
     rng, cpu = seeded(seed), torch.device("cpu")
     for rough in roughs:
         z = rng.randn(1, model.arch.z_dim, device=cpu)
-        noise = model.generator.draw_noise(rng, 1, cpu)
-        feed = {"rough": to_model(rough[None], cpu).numpy(), "z": z.numpy()}
-        yield feed | {f"noise{i}": n.numpy() for i, n in enumerate(noise)}
+        yield to_model(rough[None], cpu), z, model.generator.draw_noise(rng, 1, cpu)
 
 
-def quantize(graph: bytes, calibration: list[Feed]) -> bytes:
+def quantize(graph: bytes, calibration: list[Face]) -> bytes:
     """The fp32 graph with int8 weights (per channel) and uint8 activations whose ranges are
-    the calibration inputs' (ONNX Runtime's static quantiser, QDQ format)."""
+    the calibration faces' (ONNX Runtime's static quantiser, QDQ format)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -63,9 +62,9 @@ def quantize(graph: bytes, calibration: list[Feed]) -> bytes:
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.items = iter(calibration)
+            self.items = (graph_inputs(*face, None)[1] for face in calibration)
 
-        def get_next(self) -> Feed | None:
+        def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,63 +82,29 @@ def quantize(graph: bytes, calibration: list[Feed]) -> bytes:
         return int8.read_bytes()
 
 
-def openvino_face(graph: bytes, threads: int) -> Callable[[Feed], np.ndarray]:
-    """The graph compiled by OpenVINO for one face (fp32 where it is not int8)."""
-    import openvino as ov
-
-    core = ov.Core()
-    network = core.read_model(graph)
-    network.reshape({i.get_any_name(): [1, *i.get_partial_shape()[1:]] for i in network.inputs})
-    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
-    compiled = core.compile_model(network, "CPU", config)
-    # an input tensor may carry several names (the graph's and OpenVINO's): take the one fed
-    return lambda feed: compiled(
-        [feed[(i.get_names() & feed.keys()).pop()] for i in compiled.inputs]
-    )[0]
+def runner(runtime: str, graph: bytes) -> Runner:
+    """The studio's runner of `runtime` ("openvino" or "onnx") on `graph`, in fp32 where the
+    graph is not int8."""
+    if runtime == "openvino":
+        return OpenVinoRunner(lambda codes: graph, torch.float32)
+    return OnnxRunner(lambda codes: graph)
 
 
-def onnx_face(graph: bytes, threads: int) -> Callable[[Feed], np.ndarray]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    return lambda feed: session.run(None, {name: feed[name] for name in names})[0]
-
-
-def fastest_ms(faces: dict[str, Callable[[Feed], np.ndarray]], feed: Feed, rounds: int):
-    """Each face function's fastest of `rounds` alternating calls, in ms, after a warm-up."""
-    for face in faces.values():
-        face(feed)
-    times = {name: [] for name in faces}
-    for _ in range(rounds):
-        for name, face in faces.items():
-            start = time.perf_counter()
-            face(feed)
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * min(t) for name, t in times.items()}
-
-
-def latency(preset: str, threads: int, rounds: int, calibration_faces: int) -> None:
+def latency(preset: str, rounds: int, calibration_faces: int) -> None:
     model = student(preset)
     size = model.image_size
     roughs = np.random.default_rng(0).integers(0, 256, (calibration_faces + 1, size, size, 3))
-    inputs = list(feeds(model, roughs.astype(np.uint8), seed=0))
+    face, *calibration = faces_of(model, roughs.astype(np.uint8), seed=0)
     fp32 = onnx_bytes(model)
-    int8 = quantize(fp32, inputs[1:])
-    print(f"student of {preset} at {size} px (random weights), {threads} threads")
-    for name, runtime in (("openvino", openvino_face), ("onnx", onnx_face)):
-        faces = {"fp32": runtime(fp32, threads), "int8": runtime(int8, threads)}
-        ms = fastest_ms(faces, inputs[0], rounds)
-        print(
-            f"{name:9s} fp32 {ms['fp32']:6.1f} ms   int8 {ms['int8']:6.1f} ms   "
-            f"({ms['int8'] / ms['fp32']:.2f}x)"
-        )
+    int8 = quantize(fp32, calibration)
+    print(f"student of {preset} at {size} px (random weights), {torch.get_num_threads()} threads")
+    for name in ("openvino", "onnx"):
+        calls = [functools.partial(runner(name, graph), *face) for graph in (fp32, int8)]
+        ms32, ms8 = 1000 * alternating_rounds(calls, rounds).min(axis=0)
+        print(f"{name:9s} fp32 {ms32:6.1f} ms   int8 {ms8:6.1f} ms   ({ms8 / ms32:.2f}x)")
 
 
-def quality(model_file: Path, calibration_faces: int, threads: int) -> None:
+def quality(model_file: Path, calibration_faces: int) -> None:
     """fp32 against int8 of a trained student on the pipeline's test roughs (see the docstring)."""
     from spade.checkpoint import load_generator
     from spade.evaluate import load_held_out
@@ -151,13 +116,13 @@ def quality(model_file: Path, calibration_faces: int, threads: int) -> None:
     model, _ = load_generator(model_file, cpu)
     train = load_image_array(paths.split_array(paths.ROUGHS, "train"))[:calibration_faces]
     fp32 = onnx_bytes(model)
-    int8 = quantize(fp32, list(feeds(model, train, seed=1)))
+    int8 = quantize(fp32, list(faces_of(model, train, seed=1)))
     test = load_held_out(cpu)
     faces = {}
     for name, graph in (("fp32", fp32), ("int8", int8)):
-        face = openvino_face(graph, threads)
-        out = [face(feed) for feed in feeds(model, test.roughs, seed=0)]
-        faces[name] = to_images(torch.from_numpy(np.concatenate(out)))
+        run = runner("openvino", graph)
+        out = [run(*face) for face in faces_of(model, test.roughs, seed=0)]
+        faces[name] = to_images(torch.cat(out))
     gap = np.abs(faces["fp32"].astype(int) - faces["int8"].astype(int))
     print(
         f"{model_file} at {model.image_size} px, {len(test.roughs)} test roughs, calibrated on "
@@ -184,13 +149,13 @@ def main() -> None:
     p.add_argument("--skip-quality", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    latency(args.preset, args.threads, args.rounds, min(args.calibration_faces, 8))
+    latency(args.preset, args.rounds, min(args.calibration_faces, 8))
     if args.skip_quality:
         return
     if not Path(args.model_file).is_file():
         print(f"quality skipped: no {args.model_file} (run `make repro` first)")
         return
-    quality(Path(args.model_file), args.calibration_faces, args.threads)
+    quality(Path(args.model_file), args.calibration_faces)
 
 
 if __name__ == "__main__":

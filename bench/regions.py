@@ -5,8 +5,9 @@ each CPU runtime: the plain face (one style code, what every face without region
 faces with 2 and 3 codes (the base, the top third, and the left quarter). A shared CPU drifts by
 tens of percent over a minute, so the faces are timed in alternating rounds — plain, 2 codes,
 3 codes, again — and each is reported by its fastest round, what the machine gives when nothing
-else runs (the median beside it); the ratios are of the fastest rounds, which repeat within
-1-2 % between runs where medians moved by 5-10 %. The issue's goal: a face with regions within
+else runs (the median beside it); the ratios are of the fastest rounds, which mostly repeat
+within 1-2 % between runs where medians moved by 5-10 % (a run in a slow phase of a shared host
+reads high: run it again). The issue's goal: a face with regions within
 1.10× of the plain face.
 
     python bench/regions.py                          # full preset, 256 px, torch/onnx/openvino
@@ -16,7 +17,9 @@ else runs (the median beside it); the ratios are of the fastest rounds, which re
 from __future__ import annotations
 
 import argparse
+import functools
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -27,10 +30,18 @@ from spade.networks import FaceModel
 from spade.runtime import make_runner, zero_inputs
 
 
-def seconds(run, inputs: tuple) -> float:
-    start = time.perf_counter()
-    run(*inputs)
-    return time.perf_counter() - start
+def alternating_rounds(calls: list[Callable[[], object]], rounds: int) -> np.ndarray:
+    """(rounds, calls) seconds: each call once per round, in turn, after a warm-up call each
+    (graph export and compilation, caches), so a drifting machine slows them all alike."""
+    for call in calls:
+        call()
+    times = np.empty((rounds, len(calls)))
+    for r in range(rounds):
+        for c, call in enumerate(calls):
+            start = time.perf_counter()
+            call()
+            times[r, c] = time.perf_counter() - start
+    return times
 
 
 def student(preset: str) -> FaceModel:
@@ -74,11 +85,8 @@ def main() -> None:
     print(f"student of {args.preset} at {size} px, fp32, {args.threads} threads")
     for name in args.runtimes:
         run = make_runner(name, model)
-        for inputs in faces.values():
-            run(*inputs)  # warm-up: graph export and compilation, caches
-        rounds = np.array(
-            [[seconds(run, inputs) for inputs in faces.values()] for _ in range(args.repeats)]
-        )
+        calls = [functools.partial(run, *inputs) for inputs in faces.values()]
+        rounds = alternating_rounds(calls, args.repeats)
         fastest, median = 1000 * rounds.min(axis=0), 1000 * np.median(rounds, axis=0)
         shown = [f"{f:6.1f} ms (median {m:6.1f})" for f, m in zip(fastest, median, strict=True)]
         print(
